@@ -1,0 +1,1 @@
+"""fhe_sklearn: scikit-learn estimators that predict on encrypted data."""

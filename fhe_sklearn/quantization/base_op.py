@@ -1,0 +1,108 @@
+"""Base class of quantized operators and the integer tensor description they exchange."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .quantizers import MAX_BIT_WIDTH, integer_bit_width
+
+
+@dataclass
+class TensorSpec:
+    """How an integer tensor of the circuit maps to floats, and the integer range it can take.
+
+    ``scale`` and ``zero_point`` broadcast against one sample (e.g. one per column);
+    ``lo``/``hi`` are worst-case integer bounds over every input the circuit accepts,
+    not just the calibration data, so a value within them can never overflow.
+    """
+
+    scale: Any
+    zero_point: Any
+    lo: Any
+    hi: Any
+
+    def __post_init__(self) -> None:
+        self.scale = np.asarray(self.scale, dtype=np.float64)
+        self.zero_point = np.asarray(self.zero_point, dtype=np.int64)
+        self.lo = np.asarray(self.lo, dtype=np.int64)
+        self.hi = np.asarray(self.hi, dtype=np.int64)
+
+    @property
+    def bit_width(self) -> int:
+        return integer_bit_width(self.lo, self.hi)
+
+    def dequant(self, q: Any) -> Any:
+        return (q - self.zero_point) * self.scale
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(getattr(self, k)).tolist() for k in ("scale", "zero_point", "lo", "hi")}
+
+
+class QuantizedOp:
+    """An operator of the integer graph.
+
+    Subclasses implement ``float_forward`` (the float reference), ``_calibrate`` (choose the
+    quantization of constants and output from the input specs and float calibration data)
+    and ``q_impl`` (integers in, integers out; written with numpy so the same code runs on a
+    batch in the clear and on concrete tracers). Univariate operators (one encrypted input,
+    elementwise) instead implement ``univariate_fn`` and become one table lookup; a chain of
+    them is fused into a single lookup by :class:`QuantizedModule`.
+
+    Parameters
+    ----------
+    name : str
+        Unique name in the module; used in error messages.
+    inputs : list of str
+        Names of the producers of this op's encrypted inputs ("input" is the module input).
+    """
+
+    is_univariate = False
+
+    def __init__(self, name: str, *, inputs: list[str] | None = None) -> None:
+        self.name = name
+        self.inputs = list(inputs) if inputs is not None else ["input"]
+        self.input_specs: list[TensorSpec] | None = None
+        self.output_spec: TensorSpec | None = None
+
+    # -- calibration ---------------------------------------------------------------------
+    def calibrate(self, input_specs: list[TensorSpec], *float_inputs: np.ndarray) -> np.ndarray:
+        """Fix this op's quantization from its inputs' specs and float calibration data.
+
+        Returns the float output on the calibration data, for the next ops.
+        """
+        self.input_specs = list(input_specs)
+        float_output = self.float_forward(*float_inputs)
+        self.output_spec = self._calibrate(float_output, *float_inputs)
+        self.check_bit_width()
+        return float_output
+
+    def check_bit_width(self) -> None:
+        bits = self.output_spec.bit_width
+        if bits > MAX_BIT_WIDTH:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' needs a {bits}-bit integer "
+                f"(range [{int(np.min(self.output_spec.lo))}, {int(np.max(self.output_spec.hi))}]), "
+                f"over the {MAX_BIT_WIDTH}-bit FHE limit: lower n_bits of its inputs or weights"
+            )
+
+    # -- computation ---------------------------------------------------------------------
+    def float_forward(self, *inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _calibrate(self, float_output: np.ndarray, *float_inputs: np.ndarray) -> TensorSpec:
+        raise NotImplementedError
+
+    def q_impl(self, *q_inputs: Any) -> Any:
+        """Integer implementation; univariate ops default to their table function."""
+        if self.is_univariate:
+            return self.univariate_fn(q_inputs[0])
+        raise NotImplementedError
+
+    def univariate_fn(self, q: Any) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, inputs={self.inputs})"

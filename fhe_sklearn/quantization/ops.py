@@ -1,0 +1,306 @@
+"""Quantized operators: leveled ones (Gemm, Add, Reshape) and table lookups (activations,
+comparisons)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base_op import QuantizedOp, TensorSpec
+from .quantizers import (
+    MAX_BIT_WIDTH,
+    MinMaxQuantizationStats,
+    QuantizationOptions,
+    UniformQuantizer,
+    check_n_bits,
+)
+
+
+def _interval_matmul(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact integer bounds of x @ weights for every x with lo <= x <= hi (per row of weights)."""
+    lo = np.broadcast_to(lo, weights.shape[:1]).astype(object)[:, None]
+    hi = np.broadcast_to(hi, weights.shape[:1]).astype(object)[:, None]
+    w = weights.astype(object)
+    # python ints: no silent int64 overflow while checking for overflow
+    a, b = lo * w, hi * w
+    return np.minimum(a, b).sum(axis=0), np.maximum(a, b).sum(axis=0)
+
+
+class QuantizedGemm(QuantizedOp):
+    """Encrypted × clear matrix product plus bias: ``y = x @ weight + bias``.
+
+    The input's per-feature scales are folded into the weights before they are quantized
+    (symmetric, one scale per output column), so the circuit accumulates
+    ``(x_q - z_x) @ w_q + b_q`` in integers and its output has scale ``s_w`` and zero point 0.
+
+    Parameters
+    ----------
+    weight : ndarray of shape (n_in, n_out)
+    bias : ndarray of shape (n_out,), optional
+    n_bits : int
+        Bit-width of the quantized weights.
+    max_accumulator_bits : int, optional
+        If set, coarsen a column's weight scale as needed so the worst-case accumulator fits
+        this many bits (accumulator-aware quantization: 0 extra PBS, no overflow possible).
+        If None, an accumulator over 16 bits is an error.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        n_bits: int = 8,
+        *,
+        inputs: list[str] | None = None,
+        max_accumulator_bits: int | None = None,
+    ) -> None:
+        super().__init__(name, inputs=inputs)
+        self.weight = np.atleast_2d(np.asarray(weight, dtype=np.float64))
+        n_out = self.weight.shape[1]
+        self.bias = np.zeros(n_out) if bias is None else np.asarray(bias, dtype=np.float64).reshape(n_out)
+        self.n_bits = check_n_bits(n_bits, f"n_bits of the weights of '{name}'")
+        if max_accumulator_bits is not None:
+            check_n_bits(max_accumulator_bits, "max_accumulator_bits")
+        self.max_accumulator_bits = max_accumulator_bits
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight + self.bias
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        spec = self.input_specs[0]
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(f"'{self.name}': {x.shape[-1]} input features, weights expect {self.weight.shape[0]}")
+        folded = np.broadcast_to(spec.scale, (self.weight.shape[0],))[:, None] * self.weight
+        d_lo = np.broadcast_to(spec.lo - spec.zero_point, (self.weight.shape[0],))
+        d_hi = np.broadcast_to(spec.hi - spec.zero_point, (self.weight.shape[0],))
+        levels = 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 1
+        max_abs = np.abs(folded).max(axis=0)
+        scale = np.where(max_abs > 0, max_abs / levels, 1.0)
+        if self.max_accumulator_bits is not None:
+            scale = self._fit_accumulator(folded, d_lo, d_hi, scale)
+        self.weight_q = np.rint(folded / scale).astype(np.int64)
+        self.bias_q = np.rint(self.bias / scale).astype(np.int64)
+        self.input_offset = spec.zero_point
+        lo, hi = _interval_matmul(d_lo, d_hi, self.weight_q)
+        return TensorSpec(scale, 0, lo + self.bias_q, hi + self.bias_q)
+
+    def _fit_accumulator(self, folded, d_lo, d_hi, scale) -> np.ndarray:
+        limit = 2 ** (self.max_accumulator_bits - 1) - 1
+        reach = np.maximum(np.abs(d_lo), np.abs(d_hi)).astype(np.float64)
+        # each rounded weight may grow by 1/2 a step: keep that slack out of the budget
+        room = limit - 0.5 * reach.sum() - 0.5
+        if room <= 0:
+            raise ValueError(
+                f"QuantizedGemm '{self.name}': {len(reach)} inputs of up to "
+                f"{int(reach.max()).bit_length() + 1} bits cannot fit a {self.max_accumulator_bits}-bit "
+                f"accumulator even with 1-bit weights: lower the n_bits of the inputs"
+            )
+        needed = (np.abs(folded) * reach[:, None]).sum(axis=0) + np.abs(self.bias)
+        scale = np.maximum(scale, needed / room)
+        for _ in range(64):
+            wq = np.rint(folded / scale).astype(np.int64)
+            bq = np.rint(self.bias / scale).astype(np.int64)
+            lo, hi = _interval_matmul(d_lo, d_hi, wq)
+            too_big = (np.asarray(hi + bq, dtype=object) > limit) | (np.asarray(lo + bq, dtype=object) < -limit - 1)
+            if not too_big.any():
+                return scale
+            scale = np.where(too_big.astype(bool), scale * 1.01, scale)
+        raise RuntimeError(f"QuantizedGemm '{self.name}': could not fit the accumulator")  # pragma: no cover
+
+    def q_impl(self, x: Any) -> Any:
+        if np.any(self.input_offset != 0):
+            x = x - self.input_offset
+        return x @ self.weight_q + self.bias_q
+
+
+class QuantizedMatMul(QuantizedGemm):
+    """Encrypted × clear matrix product without bias."""
+
+    def __init__(self, name: str, weight: np.ndarray, n_bits: int = 8, **kwargs: Any) -> None:
+        super().__init__(name, weight, None, n_bits, **kwargs)
+
+
+class QuantizedUnivariateOp(QuantizedOp):
+    """Elementwise float function of one encrypted input, evaluated as ONE table lookup:
+    dequantize, apply ``_f``, re-quantize the result to ``n_bits`` (calibrated)."""
+
+    is_univariate = True
+
+    def __init__(self, name: str, n_bits: int = 8, *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+        self.n_bits = check_n_bits(n_bits, f"n_bits of the output of '{name}'")
+
+    def _f(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        return self._f(x)
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        options = QuantizationOptions(self.n_bits)
+        stats = MinMaxQuantizationStats().compute_quantization_stats(float_output)
+        self.output_quantizer = UniformQuantizer(options, stats)
+        return self._spec_from_table(self.output_quantizer.scale, self.output_quantizer.zero_point)
+
+    def _spec_from_table(self, scale: Any, zero_point: Any) -> TensorSpec:
+        """Exact output bounds: evaluate the table on every integer the input can hold."""
+        spec = self.input_specs[0]
+        lo, hi = int(np.min(spec.lo)), int(np.max(spec.hi))
+        if hi - lo >= 2**MAX_BIT_WIDTH:
+            raise ValueError(f"'{self.name}': table lookup input of {spec.bit_width} bits exceeds {MAX_BIT_WIDTH}")
+        grid = np.arange(lo, hi + 1, dtype=np.int64).reshape((-1,) + (1,) * spec.scale.ndim)
+        table = self.univariate_fn(
+            np.broadcast_to(grid, grid.shape[:1] + np.broadcast_shapes(spec.scale.shape, spec.zero_point.shape))
+        )
+        return TensorSpec(scale, zero_point, table.min(), table.max())
+
+    def univariate_fn(self, q: Any) -> Any:
+        spec = self.input_specs[0]
+        y = self._f((q - spec.zero_point) * spec.scale)
+        return self.output_quantizer.quant_traceable(y)
+
+
+class QuantizedRelu(QuantizedUnivariateOp):
+    def _f(self, x: Any) -> Any:
+        return np.maximum(x, 0)
+
+
+class QuantizedSigmoid(QuantizedUnivariateOp):
+    def _f(self, x: Any) -> Any:
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+class QuantizedAbs(QuantizedUnivariateOp):
+    def _f(self, x: Any) -> Any:
+        return np.abs(x)
+
+
+class QuantizedIdentity(QuantizedUnivariateOp):
+    """Re-quantization to ``n_bits`` (one TLU); with ``n_bits=None``, a free pass-through."""
+
+    def __init__(self, name: str, n_bits: int | None = None, *, inputs: list[str] | None = None) -> None:
+        QuantizedOp.__init__(self, name, inputs=inputs)
+        self.n_bits = None if n_bits is None else check_n_bits(n_bits)
+        self.is_univariate = n_bits is not None
+
+    def _f(self, x: Any) -> Any:
+        return x
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        if self.n_bits is None:
+            return self.input_specs[0]
+        return super()._calibrate(float_output, x)
+
+    def q_impl(self, q: Any) -> Any:
+        return q if self.n_bits is None else self.univariate_fn(q)
+
+
+class _QuantizedComparison(QuantizedUnivariateOp):
+    """``x <op> threshold`` against clear constant(s): a 0/1 encrypted result, one TLU."""
+
+    def __init__(self, name: str, threshold: Any, *, inputs: list[str] | None = None) -> None:
+        QuantizedOp.__init__(self, name, inputs=inputs)
+        self.threshold = np.asarray(threshold, dtype=np.float64)
+
+    def _compare(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _f(self, x: Any) -> Any:
+        return self._compare(x).astype(np.float64)
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        return self._spec_from_table(1.0, 0)
+
+    def univariate_fn(self, q: Any) -> Any:
+        spec = self.input_specs[0]
+        return self._compare((q - spec.zero_point) * spec.scale).astype(np.int64)
+
+
+class QuantizedLess(_QuantizedComparison):
+    def _compare(self, x: Any) -> Any:
+        return x < self.threshold
+
+
+class QuantizedLessOrEqual(_QuantizedComparison):
+    def _compare(self, x: Any) -> Any:
+        return x <= self.threshold
+
+
+class QuantizedGreater(_QuantizedComparison):
+    def _compare(self, x: Any) -> Any:
+        return x > self.threshold
+
+
+class QuantizedGreaterOrEqual(_QuantizedComparison):
+    def _compare(self, x: Any) -> Any:
+        return x >= self.threshold
+
+
+class QuantizedEqual(_QuantizedComparison):
+    def _compare(self, x: Any) -> Any:
+        return x == self.threshold
+
+
+class QuantizedAdd(QuantizedOp):
+    """Sum of an encrypted input and a clear constant, or of two encrypted inputs.
+
+    A constant is quantized on the input's grid (no PBS). For two encrypted inputs on
+    different grids, the second is re-scaled to the first's grid with one TLU per element.
+    """
+
+    def __init__(self, name: str, constant: Any = None, *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+        self.constant = None if constant is None else np.asarray(constant, dtype=np.float64)
+        expected = 1 if self.constant is not None else 2
+        if len(self.inputs) != expected:
+            raise ValueError(f"QuantizedAdd '{name}' needs {expected} encrypted input(s), got {self.inputs}")
+
+    def float_forward(self, *xs: np.ndarray) -> np.ndarray:
+        return xs[0] + (self.constant if self.constant is not None else xs[1])
+
+    def _calibrate(self, float_output: np.ndarray, *xs: np.ndarray) -> TensorSpec:
+        a = self.input_specs[0]
+        if self.constant is not None:
+            self.constant_q = np.rint(self.constant / a.scale).astype(np.int64)
+            return TensorSpec(a.scale, a.zero_point, a.lo + self.constant_q, a.hi + self.constant_q)
+        b = self.input_specs[1]
+        self.ratio = np.broadcast_to(b.scale / a.scale, np.broadcast_shapes(a.scale.shape, b.scale.shape))
+        self.rescale = not np.all(self.ratio == 1.0)
+        b_lo, b_hi = self._rescaled(b.lo), self._rescaled(b.hi)
+        return TensorSpec(a.scale, 0, a.lo - a.zero_point + b_lo, a.hi - a.zero_point + b_hi)
+
+    def _rescaled(self, q: Any) -> Any:
+        b = self.input_specs[1]
+        if not self.rescale:
+            return q - b.zero_point
+        return np.rint((q - b.zero_point) * self.ratio).astype(np.int64)
+
+    def q_impl(self, *qs: Any) -> Any:
+        if self.constant is not None:
+            return qs[0] + self.constant_q
+        return (qs[0] - self.input_specs[0].zero_point) + self._rescaled(qs[1])
+
+
+class QuantizedReshape(QuantizedOp):
+    """Reshape of one sample (the batch axis is kept); no PBS."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+        self.shape = tuple(shape)
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape((x.shape[0], *self.shape))
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        s = self.input_specs[0]
+        sample = x.shape[1:]
+
+        def reshape(v: np.ndarray) -> np.ndarray:
+            return v if v.ndim == 0 else np.broadcast_to(v, sample).reshape(self.shape)
+
+        return TensorSpec(reshape(s.scale), reshape(s.zero_point), reshape(s.lo), reshape(s.hi))
+
+    def q_impl(self, x: Any) -> Any:
+        return x.reshape((x.shape[0], *self.shape))

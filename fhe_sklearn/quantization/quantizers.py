@@ -1,0 +1,273 @@
+"""Uniform affine quantization: options, statistics, quantizer and quantized arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_BIT_WIDTH = 16
+
+
+def check_n_bits(n_bits: Any, what: str = "n_bits") -> int:
+    """Validate a bit-width and return it as an int.
+
+    Raises
+    ------
+    ValueError
+        If ``n_bits`` is not an integer in [1, 16].
+    """
+    if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer in [1, {MAX_BIT_WIDTH}], got {n_bits!r}")
+    if not 1 <= n_bits <= MAX_BIT_WIDTH:
+        raise ValueError(f"{what}={n_bits} is out of range: FHE integers are limited to 1..{MAX_BIT_WIDTH} bits")
+    return int(n_bits)
+
+
+def check_finite(values: np.ndarray, what: str = "input") -> None:
+    """Raise a clear error when ``values`` holds NaN or infinity."""
+    values = np.asarray(values)
+    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        n_bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ValueError(f"{what} contains {n_bad} NaN or infinite value(s); FHE needs finite data")
+
+
+def integer_bit_width(lo: Any, hi: Any) -> int:
+    """Bits needed to store every integer in [lo, hi] (a sign bit included when lo < 0)."""
+    lo = int(np.min(lo))
+    hi = int(np.max(hi))
+    if lo < 0:
+        # two's complement: -2**(b-1) <= lo and hi <= 2**(b-1) - 1
+        return max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1
+    return max(int(hi).bit_length(), 1)
+
+
+@dataclass
+class QuantizationOptions:
+    """How to quantize: bit-width, signedness, symmetry and scale constraints.
+
+    Parameters
+    ----------
+    n_bits : int
+        Bit-width of the quantized integers, 1..16.
+    is_signed : bool
+        Signed integers (range [-2^(n-1), 2^(n-1)-1]) instead of [0, 2^n-1].
+    is_symmetric : bool
+        Zero point fixed to 0 and scale from max(|alpha|, |beta|).
+    is_qat : bool
+        The values come from quantization-aware training and already lie on the grid.
+    power_of_two_scale : bool
+        Round the scale up to a power of two, so rescaling is a shift.
+    """
+
+    n_bits: int
+    is_signed: bool = False
+    is_symmetric: bool = False
+    is_qat: bool = False
+    power_of_two_scale: bool = False
+
+    def __post_init__(self) -> None:
+        self.n_bits = check_n_bits(self.n_bits)
+        if self.is_symmetric and not self.is_signed:
+            raise ValueError("a symmetric quantizer must be signed (is_signed=True)")
+
+    @property
+    def qmin(self) -> int:
+        if not self.is_signed:
+            return 0
+        if self.is_symmetric:
+            # narrow range keeps the grid symmetric around 0
+            return -(2 ** (self.n_bits - 1) - 1) if self.n_bits > 1 else -1
+        return -(2 ** (self.n_bits - 1))
+
+    @property
+    def qmax(self) -> int:
+        if self.is_signed:
+            return 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 0
+        return 2**self.n_bits - 1
+
+
+@dataclass
+class MinMaxQuantizationStats:
+    """Range [rmin, rmax] of the float values, over the whole array or per column.
+
+    Parameters
+    ----------
+    rmin, rmax : float or ndarray
+        Minimum and maximum (arrays when computed per column).
+    """
+
+    rmin: Any = None
+    rmax: Any = None
+
+    def compute_quantization_stats(self, values: np.ndarray, axis: int | None = None) -> MinMaxQuantizationStats:
+        values = np.asarray(values, dtype=np.float64)
+        check_finite(values, "calibration data")
+        if values.size == 0:
+            raise ValueError("cannot compute quantization statistics of an empty array")
+        self.rmin = np.min(values, axis=axis)
+        self.rmax = np.max(values, axis=axis)
+        return self
+
+
+class UniformQuantizer:
+    """Affine map between floats and n-bit integers: q = clip(round(x / S) + Z).
+
+    ``scale`` and ``zero_point`` may be scalars or arrays (for example one per feature);
+    they broadcast against the last axes of the values.
+
+    Parameters
+    ----------
+    options : QuantizationOptions
+        Bit-width and variant.
+    stats : MinMaxQuantizationStats, optional
+        Float range used to compute scale and zero point.
+    scale, zero_point : float or ndarray, optional
+        Fixed quantization parameters (take precedence over ``stats``).
+    """
+
+    def __init__(
+        self,
+        options: QuantizationOptions,
+        stats: MinMaxQuantizationStats | None = None,
+        scale: Any = None,
+        zero_point: Any = None,
+    ) -> None:
+        self.options = options
+        self.stats = stats
+        if scale is not None:
+            self.scale = np.asarray(scale, dtype=np.float64)
+            self.zero_point = np.asarray(0 if zero_point is None else zero_point, dtype=np.int64)
+        elif stats is not None:
+            self.scale, self.zero_point = self.compute_quantization_parameters(options, stats)
+        else:
+            raise ValueError("UniformQuantizer needs either stats or an explicit scale")
+        if np.any(self.scale <= 0) or not np.all(np.isfinite(self.scale)):
+            raise ValueError(f"quantization scale must be positive and finite, got {self.scale}")
+
+    @staticmethod
+    def compute_quantization_parameters(
+        options: QuantizationOptions, stats: MinMaxQuantizationStats
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and zero point that map [rmin, rmax] onto the integer range."""
+        rmin = np.asarray(stats.rmin, dtype=np.float64)
+        rmax = np.asarray(stats.rmax, dtype=np.float64)
+        if options.is_symmetric:
+            bound = np.maximum(np.abs(rmin), np.abs(rmax))
+            scale = np.where(bound > 0, bound / max(options.qmax, 1), 1.0)
+        else:
+            # a constant array gets a range that includes 0, so it survives exactly
+            constant = rmax - rmin <= 0
+            rmin = np.where(constant, np.minimum(rmin, 0.0), rmin)
+            span = np.where(constant, np.maximum(rmax, 0.0), rmax) - rmin
+            scale = np.where(span > 0, span / (2**options.n_bits - 1), 1.0)
+        if options.power_of_two_scale:
+            scale = np.power(2.0, np.ceil(np.log2(scale)))
+        if options.is_symmetric:
+            return scale, np.zeros(scale.shape, dtype=np.int64)
+        return scale, np.rint(-rmin / scale).astype(np.int64) + options.qmin
+
+    def quant(self, values: np.ndarray) -> np.ndarray:
+        """Quantize floats to clipped integers (int64)."""
+        values = np.asarray(values, dtype=np.float64)
+        check_finite(values, "values to quantize")
+        return self.quant_traceable(values)
+
+    def quant_traceable(self, values: Any) -> Any:
+        """Quantize without input checks, so it also runs on concrete tracers (inside a TLU)."""
+        q = np.rint(values / self.scale) + self.zero_point
+        return np.clip(q, self.options.qmin, self.options.qmax).astype(np.int64)
+
+    def dequant(self, qvalues: np.ndarray) -> np.ndarray:
+        """Map integers back to floats: S * (q - Z)."""
+        return self.scale * (np.asarray(qvalues, dtype=np.float64) - self.zero_point)
+
+    def to_dict(self) -> dict:
+        return {
+            "options": vars(self.options).copy(),
+            "scale": np.asarray(self.scale).tolist(),
+            "zero_point": np.asarray(self.zero_point).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UniformQuantizer:
+        return cls(QuantizationOptions(**data["options"]), scale=data["scale"], zero_point=data["zero_point"])
+
+
+class QuantizedArray:
+    """Float values together with their n-bit integer representation.
+
+    Parameters
+    ----------
+    n_bits : int
+        Bit-width, 1..16.
+    values : array-like
+        Float values (or integers when ``value_is_float`` is False).
+    is_signed, is_symmetric, is_qat, power_of_two_scale : bool
+        See :class:`QuantizationOptions`.
+    value_is_float : bool
+        If False, ``values`` are already quantized integers and ``scale`` must be given.
+    scale, zero_point : optional
+        Fixed quantization parameters instead of calibrating on ``values``.
+    per_axis : int, optional
+        Compute one scale and zero point per slice along the other axes (0: one per column).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> qa = QuantizedArray(3, np.array([-1.0, 0.0, 1.0]))
+    >>> qa.qvalues.tolist(), float(qa.quantizer.scale)
+    ([0, 4, 7], 0.2857142857142857)
+    """
+
+    def __init__(
+        self,
+        n_bits: int,
+        values: Any,
+        is_signed: bool = False,
+        is_symmetric: bool = False,
+        value_is_float: bool = True,
+        scale: Any = None,
+        zero_point: Any = None,
+        is_qat: bool = False,
+        power_of_two_scale: bool = False,
+        per_axis: int | None = None,
+    ) -> None:
+        options = QuantizationOptions(n_bits, is_signed, is_symmetric, is_qat, power_of_two_scale)
+        values = np.asarray(values)
+        stats = None
+        if scale is None:
+            if not value_is_float:
+                raise ValueError("integer values need an explicit scale to be dequantized")
+            stats = MinMaxQuantizationStats().compute_quantization_stats(values, axis=per_axis)
+        self.quantizer = UniformQuantizer(options, stats, scale, zero_point)
+        self.n_bits = options.n_bits
+        if value_is_float:
+            self.update_values(values)
+        else:
+            self.update_quantized_values(values)
+
+    def update_values(self, values: Any) -> np.ndarray:
+        """Set new float values and re-quantize them with the same parameters."""
+        self.values = np.asarray(values, dtype=np.float64)
+        self.qvalues = self.quant()
+        return self.qvalues
+
+    def update_quantized_values(self, qvalues: Any) -> np.ndarray:
+        """Set new integer values; ``values`` becomes their dequantization."""
+        self.qvalues = np.asarray(qvalues, dtype=np.int64)
+        self.values = self.dequant()
+        return self.values
+
+    def quant(self) -> np.ndarray:
+        return self.quantizer.quant(self.values)
+
+    def dequant(self) -> np.ndarray:
+        return self.quantizer.dequant(self.qvalues)
+
+    def __repr__(self) -> str:
+        return (
+            f"QuantizedArray(n_bits={self.n_bits}, shape={self.qvalues.shape}, "
+            f"scale={self.quantizer.scale}, zero_point={self.quantizer.zero_point})"
+        )
