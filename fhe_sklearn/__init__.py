@@ -1,1 +1,30 @@
-"""fhe_sklearn: scikit-learn estimators that predict on encrypted data."""
+"""fhe_sklearn: scikit-learn estimators that predict on encrypted data (TFHE, concrete-python)."""
+
+from ._version import __version__
+from .glm import GammaRegressor, PoissonRegressor, TweedieRegressor
+from .linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
+from .svm import LinearSVC, LinearSVR
+
+__all__ = [
+    "ElasticNet",
+    "GammaRegressor",
+    "Lasso",
+    "LinearRegression",
+    "LinearSVC",
+    "LinearSVR",
+    "LogisticRegression",
+    "PoissonRegressor",
+    "Ridge",
+    "SGDClassifier",
+    "SGDRegressor",
+    "TweedieRegressor",
+    "__version__",
+]

@@ -1,0 +1,232 @@
+"""The mixin every FHE estimator shares: fit in float → quantize → compile → predict."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+from concrete import fhe
+from sklearn.base import BaseEstimator
+from sklearn.utils._available_if import available_if
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .quantization import QuantizedModule, validate_fhe_mode
+from .quantization.post_training import resolve_n_bits
+
+
+class FHEEstimatorMixin:
+    """Shared behaviour of fhe_sklearn estimators.
+
+    A subclass names the float estimator it wraps in ``_sklearn_class``; its constructor
+    then takes the same parameters plus ``n_bits`` (see ``__init_subclass__``). It lowers the
+    fitted float model to a :class:`QuantizedModule` in ``_build_quantized_module``.
+
+    Attributes
+    ----------
+    sklearn_model_ : estimator
+        The fitted float model (also as ``sklearn_model``).
+    quantized_module_ : QuantizedModule
+        Its integer version, compiled by :meth:`compile`.
+    """
+
+    _sklearn_class: ClassVar[type[BaseEstimator]]
+    #: keys of the ``n_bits`` dict form, and the default bit-width
+    _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_weights")
+    _default_n_bits: ClassVar[int] = 8
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_sklearn_class" in cls.__dict__ and "__init__" not in cls.__dict__:
+            cls.__init__ = _stored_params_init(cls._sklearn_class, {"n_bits": cls._default_n_bits})
+
+    # -- fitting -------------------------------------------------------------------------
+    def _sklearn_params(self) -> dict[str, Any]:
+        names = inspect.signature(self._sklearn_class.__init__).parameters
+        return {k: v for k, v in self.get_params(deep=False).items() if k in names}
+
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> FHEEstimatorMixin:
+        """Fit the float model, then quantize it (calibrated on ``X``).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        **fit_params : passed to the float model's ``fit``.
+
+        Returns
+        -------
+        self
+        """
+        resolve_n_bits(self.n_bits, self._n_bits_keys)
+        multi_output = self.__sklearn_tags__().target_tags.multi_output
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=multi_output, y_numeric=self._y_numeric())
+        self.sklearn_model_ = self._sklearn_class(**self._sklearn_params()).fit(X, y, **fit_params)
+        self._set_fitted_attributes()
+        self.quantized_module_ = self._build_quantized_module(X)
+        return self
+
+    @classmethod
+    def from_sklearn_model(cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None) -> FHEEstimatorMixin:
+        """Wrap an already-fitted float model; ``X`` calibrates the quantization.
+
+        Parameters
+        ----------
+        sklearn_model : fitted estimator of type ``_sklearn_class``
+        X : array-like of shape (n_samples, n_features)
+            Representative data (e.g. the training set).
+        n_bits : int or dict, optional
+        """
+        if not isinstance(sklearn_model, cls._sklearn_class):
+            raise TypeError(f"{cls.__name__} wraps {cls._sklearn_class.__name__}, got {type(sklearn_model).__name__}")
+        check_is_fitted(sklearn_model)
+        if X is None:
+            raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
+        model = cls(**sklearn_model.get_params(), n_bits=cls._default_n_bits if n_bits is None else n_bits)
+        resolve_n_bits(model.n_bits, model._n_bits_keys)
+        X = validate_data(model, X, dtype=np.float64)
+        if X.shape[1] != sklearn_model.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {sklearn_model.n_features_in_}")
+        model.sklearn_model_ = sklearn_model
+        model._set_fitted_attributes()
+        model.quantized_module_ = model._build_quantized_module(X)
+        return model
+
+    @property
+    def sklearn_model(self) -> BaseEstimator:
+        """The fitted float model."""
+        check_is_fitted(self, "sklearn_model_")
+        return self.sklearn_model_
+
+    def __sklearn_tags__(self) -> Any:
+        # target and input constraints are the float model's (multi-output, positive y...)
+        tags = super().__sklearn_tags__()
+        float_tags = self._sklearn_class(**self._sklearn_params()).__sklearn_tags__()
+        tags.target_tags = float_tags.target_tags
+        tags.input_tags.positive_only = float_tags.input_tags.positive_only
+        return tags
+
+    def _y_numeric(self) -> bool:
+        return isinstance(self, FHERegressorMixin)
+
+    def _set_fitted_attributes(self) -> None:
+        """Copy what sklearn users read off a fitted model (classes_, coef_, ...)."""
+        for name in ("classes_", "coef_", "intercept_", "n_iter_"):
+            if getattr(self.sklearn_model_, name, None) is not None:
+                setattr(self, name, getattr(self.sklearn_model_, name))
+
+    def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
+        raise NotImplementedError
+
+    # -- FHE -----------------------------------------------------------------------------
+    def compile(
+        self,
+        X: Any,
+        configuration: fhe.Configuration | None = None,
+        p_error: float | None = None,
+        global_p_error: float | None = None,
+        verbose: bool = False,
+    ) -> fhe.Circuit:
+        """Compile the quantized model to an FHE circuit, with ``X`` as the input set.
+
+        Returns
+        -------
+        circuit : concrete.fhe.Circuit
+            Also stored as ``fhe_circuit``.
+        """
+        check_is_fitted(self, "quantized_module_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.quantized_module_.compile(
+            X, configuration=configuration, p_error=p_error, global_p_error=global_p_error, verbose=verbose
+        )
+
+    @property
+    def fhe_circuit(self) -> fhe.Circuit | None:
+        module = getattr(self, "quantized_module_", None)
+        return None if module is None else module.fhe_circuit
+
+    def quantize_input(self, X: Any) -> np.ndarray:
+        """Float rows → integer rows (client side, in the clear)."""
+        check_is_fitted(self, "quantized_module_")
+        return self.quantized_module_.quantize_input(validate_data(self, X, dtype=np.float64, reset=False))
+
+    def dequantize_output(self, y_q: Any) -> np.ndarray:
+        """Integer circuit output → float model output before post-processing."""
+        check_is_fitted(self, "quantized_module_")
+        return self.quantized_module_.dequantize_output(y_q)
+
+    def post_processing(self, y: np.ndarray) -> np.ndarray:
+        """Clear-side step after de-quantization (link function, sigmoid/softmax...)."""
+        return y
+
+    def _inference(self, X: Any, fhe: str, n_jobs: int | None) -> np.ndarray:
+        """De-quantized circuit output for ``X`` (before post-processing)."""
+        mode = validate_fhe_mode(fhe)
+        x_q = self.quantize_input(X)
+        y_q = self.quantized_module_.quantized_forward(x_q, fhe=mode, n_jobs=n_jobs)
+        return self.dequantize_output(y_q)
+
+
+class FHERegressorMixin(FHEEstimatorMixin):
+    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+        """Predict targets; ``fhe`` is ``"disable"``, ``"simulate"`` or ``"execute"``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        fhe : {"disable", "simulate", "execute"}
+        n_jobs : int, optional
+            Threads running encrypted rows in parallel (``"execute"`` only).
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        y = self.post_processing(self._inference(X, fhe, n_jobs))
+        # same shape as the float model's prediction: 1-D unless it was fitted on 2-D y
+        single_target = np.ndim(getattr(self.sklearn_model_, "coef_", np.zeros(1))) == 1
+        return y.ravel() if single_target and y.shape[1] == 1 else y
+
+
+class FHEClassifierMixin(FHEEstimatorMixin):
+    def decision_function(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+        """Class scores of the quantized model (one column for binary problems, raveled)."""
+        scores = self._inference(X, fhe, n_jobs)
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def _float_model_has_proba(self) -> bool:
+        # e.g. SGDClassifier has predict_proba only for some losses; LinearSVC never
+        return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")
+
+    @available_if(_float_model_has_proba)
+    def predict_proba(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+        """Class probabilities: post-processing of the de-quantized scores, in the clear."""
+        return self.post_processing(self._inference(X, fhe, n_jobs))
+
+    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+        """Class labels: argmax of the scores, mapped to ``classes_`` in the clear."""
+        scores = self._inference(X, fhe, n_jobs)
+        if scores.shape[1] == 1:
+            indices = (scores[:, 0] > 0).astype(int)
+        else:
+            indices = np.argmax(scores, axis=1)
+        return self.classes_[indices]
+
+
+def _stored_params_init(sklearn_class: type, extra: dict[str, Any]) -> Any:
+    """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is."""
+    parameters = [p for name, p in inspect.signature(sklearn_class.__init__).parameters.items() if name != "self"]
+    parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()]
+    signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters])
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__doc__ = (
+        f"Same parameters as ``{sklearn_class.__module__}.{sklearn_class.__name__}``, plus {list(extra)}."
+    )
+    return __init__

@@ -1,0 +1,25 @@
+"""scikit-learn's own API checks, run on every estimator.
+
+Skipped, with the reason:
+- Ridge / check_non_transformer_estimators_n_iter: direct solvers leave ``n_iter_`` at None;
+  scikit-learn exempts its own Ridge from this check by class identity, so ours trips it.
+"""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fhe_sklearn
+
+ESTIMATORS = [getattr(fhe_sklearn, name)() for name in fhe_sklearn.__all__ if name[0].isupper()]
+
+EXPECTED_FAILURES = {
+    "Ridge": {"check_non_transformer_estimators_n_iter": "n_iter_ is None for direct solvers (sklearn exempts Ridge)"},
+}
+
+
+def _expected_failed_checks(estimator):
+    return EXPECTED_FAILURES.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
