@@ -1,0 +1,53 @@
+"""Measure a fitted FHE estimator: float vs FHE score, circuit cost, and FHE timings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from sklearn.base import is_classifier
+from sklearn.metrics import accuracy_score, r2_score
+
+
+def measure_fhe_model(
+    model: Any, X_train: Any, X_test: Any, y_test: Any, n_execute: int = 5, n_simulate: int | None = None
+) -> dict[str, Any]:
+    """Compile ``model`` on ``X_train``, then report accuracy (or R²) and FHE costs.
+
+    Returns
+    -------
+    dict
+        ``float_score``, ``disable_score``, ``simulate_score`` (on at most ``n_simulate`` test
+        rows), ``metric``, ``execute_equals_simulate`` (on ``n_execute`` rows), ``compile_s``,
+        ``keygen_s``, ``execute_ms_per_sample``, ``pbs_count``, ``complexity``,
+        ``max_bit_width``, ``evaluation_keys_mb``.
+    """
+    score, metric = (accuracy_score, "accuracy") if is_classifier(model) else (r2_score, "r2")
+    X_sim = X_test[:n_simulate] if n_simulate else X_test
+    y_sim = y_test[:n_simulate] if n_simulate else y_test
+    start = time.perf_counter()
+    circuit = model.compile(X_train)
+    compile_s = time.perf_counter() - start
+    simulated = model.predict(X_sim, fhe="simulate")
+    module = model.quantized_module_
+    keygen_s = module.keygen()
+    rows = X_test[:n_execute]
+    start = time.perf_counter()
+    executed = model.predict(rows, fhe="execute")
+    execute_s = time.perf_counter() - start
+    return {
+        "metric": metric,
+        "float_score": float(score(y_test, model.sklearn_model.predict(X_test))),
+        "disable_score": float(score(y_test, model.predict(X_test))),
+        "simulate_score": float(score(y_sim, simulated)),
+        "execute_equals_simulate": bool(np.array_equal(executed, simulated[:n_execute])),
+        "n_execute": len(rows),
+        "compile_s": compile_s,
+        "keygen_s": keygen_s,
+        "execute_ms_per_sample": 1000 * execute_s / max(len(rows), 1),
+        "pbs_count": int(circuit.programmable_bootstrap_count),
+        "complexity": float(circuit.complexity),
+        "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
+        "evaluation_keys_mb": len(circuit.keys.evaluation.serialize()) / 1e6,
+    }
