@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import traceback
 from typing import Any
 
 import numpy as np
@@ -77,6 +80,29 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
+
+
+def run() -> None:
+    """Console entry point: ``main`` with a trustworthy exit status.
+
+    concrete's runtime sets the process exit status to 0 at interpreter exit once a circuit
+    has run, so leave with the real status explicitly.
+    """
+    status = 0
+    try:
+        main()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            status = 1
+        else:
+            status = exc.code or 0
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> Any:

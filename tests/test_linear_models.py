@@ -133,6 +133,9 @@ def test_execute_equals_simulate(cls, loader, request):
             model.decision_function(rows, fhe="execute"), model.decision_function(rows, fhe="simulate")
         )
     np.testing.assert_array_equal(model.predict(rows, fhe="execute"), model.predict(rows, fhe="simulate"))
+    # rows run in parallel threads give the same result
+    rows = X_test[:6]
+    np.testing.assert_array_equal(model.predict(rows, fhe="execute", n_jobs=2), model.predict(rows, fhe="simulate"))
 
 
 def test_n_bits_dict_and_validation(cancer):

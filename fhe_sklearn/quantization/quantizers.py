@@ -162,6 +162,8 @@ class UniformQuantizer:
             rmin = np.where(constant, np.minimum(rmin, 0.0), rmin)
             span = np.where(constant, np.maximum(rmax, 0.0), rmax) - rmin
             scale = np.where(span > 0, span / (2**options.n_bits - 1), 1.0)
+        # a span that underflows (subnormal) cannot be divided by: treat it as constant
+        scale = np.where(scale >= np.finfo(np.float64).tiny, scale, 1.0)
         if options.power_of_two_scale:
             scale = np.power(2.0, np.ceil(np.log2(scale)))
         if options.is_symmetric:
