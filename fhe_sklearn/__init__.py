@@ -1,6 +1,7 @@
 """fhe_sklearn: scikit-learn estimators that predict on encrypted data (TFHE, concrete-python)."""
 
 from ._version import __version__
+from .ensemble import RandomForestClassifier, RandomForestRegressor
 from .glm import GammaRegressor, PoissonRegressor, TweedieRegressor
 from .linear_model import (
     ElasticNet,
@@ -12,8 +13,16 @@ from .linear_model import (
     SGDRegressor,
 )
 from .svm import LinearSVC, LinearSVR
+from .tree import DecisionTreeClassifier, DecisionTreeRegressor
+from .xgb import XGBClassifier, XGBRegressor
 
 __all__ = [
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "XGBClassifier",
+    "XGBRegressor",
     "ElasticNet",
     "GammaRegressor",
     "Lasso",

@@ -34,16 +34,22 @@ class FHEEstimatorMixin:
     #: keys of the ``n_bits`` dict form, and the default bit-width
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_weights")
     _default_n_bits: ClassVar[int] = 8
+    #: constructor parameters beyond the float model's and n_bits, with their defaults
+    _extra_params: ClassVar[dict[str, Any]] = {}
+    #: None: as the float model; False where the FHE lowering supports one output only
+    _multi_output: ClassVar[bool | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_sklearn_class" in cls.__dict__ and "__init__" not in cls.__dict__:
-            cls.__init__ = _stored_params_init(cls._sklearn_class, {"n_bits": cls._default_n_bits})
+            parameters = _float_parameters(cls._sklearn_class)
+            cls._float_param_names = tuple(p.name for p in parameters)
+            extra = {"n_bits": cls._default_n_bits, **cls._extra_params}
+            cls.__init__ = _stored_params_init(cls._sklearn_class, parameters, extra)
 
     # -- fitting -------------------------------------------------------------------------
     def _sklearn_params(self) -> dict[str, Any]:
-        names = inspect.signature(self._sklearn_class.__init__).parameters
-        return {k: v for k, v in self.get_params(deep=False).items() if k in names}
+        return {k: v for k, v in self.get_params(deep=False).items() if k in self._float_param_names}
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> FHEEstimatorMixin:
         """Fit the float model, then quantize it (calibrated on ``X``).
@@ -61,7 +67,7 @@ class FHEEstimatorMixin:
         resolve_n_bits(self.n_bits, self._n_bits_keys)
         multi_output = self.__sklearn_tags__().target_tags.multi_output
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=multi_output, y_numeric=self._y_numeric())
-        self.sklearn_model_ = self._sklearn_class(**self._sklearn_params()).fit(X, y, **fit_params)
+        self.sklearn_model_ = self._fit_float(X, y, **fit_params)
         self._set_fitted_attributes()
         self.quantized_module_ = self._build_quantized_module(X)
         return self
@@ -82,7 +88,8 @@ class FHEEstimatorMixin:
         check_is_fitted(sklearn_model)
         if X is None:
             raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
-        model = cls(**sklearn_model.get_params(), n_bits=cls._default_n_bits if n_bits is None else n_bits)
+        params = {k: v for k, v in sklearn_model.get_params().items() if k in cls._float_param_names}
+        model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits)
         resolve_n_bits(model.n_bits, model._n_bits_keys)
         X = validate_data(model, X, dtype=np.float64)
         if X.shape[1] != sklearn_model.n_features_in_:
@@ -91,6 +98,9 @@ class FHEEstimatorMixin:
         model._set_fitted_attributes()
         model.quantized_module_ = model._build_quantized_module(X)
         return model
+
+    def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> BaseEstimator:
+        return self._sklearn_class(**self._sklearn_params()).fit(X, y, **fit_params)
 
     @property
     def sklearn_model(self) -> BaseEstimator:
@@ -103,6 +113,8 @@ class FHEEstimatorMixin:
         tags = super().__sklearn_tags__()
         float_tags = self._sklearn_class(**self._sklearn_params()).__sklearn_tags__()
         tags.target_tags = float_tags.target_tags
+        if self._multi_output is not None:
+            tags.target_tags.multi_output = self._multi_output
         tags.input_tags.positive_only = float_tags.input_tags.positive_only
         return tags
 
@@ -189,34 +201,52 @@ class FHERegressorMixin(FHEEstimatorMixin):
 
 
 class FHEClassifierMixin(FHEEstimatorMixin):
-    def decision_function(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
-        """Class scores of the quantized model (one column for binary problems, raveled)."""
-        scores = self._inference(X, fhe, n_jobs)
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
     def _float_model_has_proba(self) -> bool:
         # e.g. SGDClassifier has predict_proba only for some losses; LinearSVC never
         return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")
 
     @available_if(_float_model_has_proba)
     def predict_proba(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
-        """Class probabilities: post-processing of the de-quantized scores, in the clear."""
+        """Class probabilities: post-processing of the de-quantized scores, in the clear.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        fhe : {"disable", "simulate", "execute"}
+        n_jobs : int, optional
+            Threads running encrypted rows in parallel (``"execute"`` only).
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
         return self.post_processing(self._inference(X, fhe, n_jobs))
 
+    def _class_indices(self, scores: np.ndarray) -> np.ndarray:
+        return np.argmax(self.post_processing(scores), axis=1)
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
-        """Class labels: argmax of the scores, mapped to ``classes_`` in the clear."""
-        scores = self._inference(X, fhe, n_jobs)
-        if scores.shape[1] == 1:
-            indices = (scores[:, 0] > 0).astype(int)
-        else:
-            indices = np.argmax(scores, axis=1)
+        """Class labels, decided in the clear from the de-quantized circuit output."""
+        indices = self._class_indices(self._inference(X, fhe, n_jobs))  # checks fitted first
         return self.classes_[indices]
 
 
-def _stored_params_init(sklearn_class: type, extra: dict[str, Any]) -> Any:
-    """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is."""
+def _float_parameters(sklearn_class: type) -> list[inspect.Parameter]:
+    """The float estimator's constructor parameters (from ``get_params`` when it takes **kwargs)."""
     parameters = [p for name, p in inspect.signature(sklearn_class.__init__).parameters.items() if name != "self"]
-    parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()]
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
+        return [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+            for k, v in sklearn_class().get_params().items()
+        ]
+    return parameters
+
+
+def _stored_params_init(sklearn_class: type, parameters: list[inspect.Parameter], extra: dict[str, Any]) -> Any:
+    """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is."""
+    parameters = parameters + [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()
+    ]
     signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters])
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

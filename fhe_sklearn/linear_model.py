@@ -10,6 +10,8 @@ as the accumulator; sigmoid/softmax, link functions and argmax run in the clear.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.special import expit, softmax
 from sklearn import linear_model as sk_linear
@@ -35,6 +37,15 @@ class _LinearRegressor(_LinearLowering, FHERegressorMixin, RegressorMixin, BaseE
 
 
 class _LinearClassifier(_LinearLowering, FHEClassifierMixin, ClassifierMixin, BaseEstimator):
+    def decision_function(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+        """Class scores of the quantized model (raveled for binary problems), as in sklearn."""
+        scores = self._inference(X, fhe, n_jobs)
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def _class_indices(self, scores: np.ndarray) -> np.ndarray:
+        # sign / argmax of the scores: also for models without probabilities (LinearSVC)
+        return (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else np.argmax(scores, axis=1)
+
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         if y.shape[1] == 1:
             p = expit(y[:, 0])

@@ -1,6 +1,7 @@
 """Uniform quantization and the integer graph every estimator lowers to."""
 
 from .base_op import QuantizedOp, TensorSpec
+from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup
 from .module import FheMode, QuantizedModule, validate_fhe_mode
 from .ops import (
     QuantizedAbs,
@@ -39,10 +40,12 @@ __all__ = [
     "QuantizedAdd",
     "QuantizedArray",
     "QuantizedEqual",
+    "QuantizedGather",
     "QuantizedGemm",
     "QuantizedGreater",
     "QuantizedGreaterOrEqual",
     "QuantizedIdentity",
+    "QuantizedIntegerMatMul",
     "QuantizedLess",
     "QuantizedLessOrEqual",
     "QuantizedMatMul",
@@ -51,6 +54,7 @@ __all__ = [
     "QuantizedRelu",
     "QuantizedReshape",
     "QuantizedSigmoid",
+    "QuantizedTableLookup",
     "QuantizedUnivariateOp",
     "TensorSpec",
     "UniformQuantizer",

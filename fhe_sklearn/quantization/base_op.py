@@ -6,8 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from concrete import fhe
 
 from .quantizers import MAX_BIT_WIDTH, integer_bit_width
+
+
+def hint_range(value: Any, lo: Any, hi: Any) -> Any:
+    """Inside a concrete trace, fix ``value``'s width to hold [lo, hi]: intermediate results
+    then get their worst-case width, not the one seen on the inputset. No-op on arrays."""
+    if isinstance(value, fhe.tracing.Tracer):
+        return fhe.hint(value, bit_width=integer_bit_width(lo, hi))
+    return value
 
 
 @dataclass
@@ -60,6 +69,8 @@ class QuantizedOp:
     """
 
     is_univariate = False
+    #: what to change when this op's integers outgrow 16 bits (set by the model's lowering)
+    overflow_hint = "lower n_bits of its inputs or weights"
 
     def __init__(self, name: str, *, inputs: list[str] | None = None) -> None:
         self.name = name
@@ -85,7 +96,7 @@ class QuantizedOp:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}' needs a {bits}-bit integer "
                 f"(range [{int(np.min(self.output_spec.lo))}, {int(np.max(self.output_spec.hi))}]), "
-                f"over the {MAX_BIT_WIDTH}-bit FHE limit: lower n_bits of its inputs or weights"
+                f"over the {MAX_BIT_WIDTH}-bit FHE limit: {self.overflow_hint}"
             )
 
     # -- computation ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base_op import QuantizedOp, TensorSpec
+from .base_op import QuantizedOp, TensorSpec, hint_range
 from .quantizers import (
     MAX_BIT_WIDTH,
     MinMaxQuantizationStats,
@@ -83,7 +83,9 @@ class QuantizedGemm(QuantizedOp):
         self.weight_q = np.rint(folded / scale).astype(np.int64)
         self.bias_q = np.rint(self.bias / scale).astype(np.int64)
         self.input_offset = spec.zero_point
-        lo, hi = _interval_matmul(d_lo, d_hi, self.weight_q)
+        self.centered_range = (d_lo, d_hi)
+        self.product_range = _interval_matmul(d_lo, d_hi, self.weight_q)
+        lo, hi = self.product_range
         return TensorSpec(scale, 0, lo + self.bias_q, hi + self.bias_q)
 
     def _fit_accumulator(self, folded, d_lo, d_hi, scale) -> np.ndarray:
@@ -111,8 +113,8 @@ class QuantizedGemm(QuantizedOp):
 
     def q_impl(self, x: Any) -> Any:
         if np.any(self.input_offset != 0):
-            x = x - self.input_offset
-        return x @ self.weight_q + self.bias_q
+            x = hint_range(x - self.input_offset, *self.centered_range)
+        return hint_range(x @ self.weight_q, *self.product_range) + self.bias_q
 
 
 class QuantizedMatMul(QuantizedGemm):
@@ -280,7 +282,10 @@ class QuantizedAdd(QuantizedOp):
     def q_impl(self, *qs: Any) -> Any:
         if self.constant is not None:
             return qs[0] + self.constant_q
-        return (qs[0] - self.input_specs[0].zero_point) + self._rescaled(qs[1])
+        a, b = self.input_specs
+        left = hint_range(qs[0] - a.zero_point, a.lo - a.zero_point, a.hi - a.zero_point)
+        right = hint_range(self._rescaled(qs[1]), self._rescaled(b.lo), self._rescaled(b.hi))
+        return left + right
 
 
 class QuantizedReshape(QuantizedOp):

@@ -1,0 +1,85 @@
+"""Decision trees in FHE.
+
+Inputs are quantized per feature on the client (``op_inputs`` bits); each split becomes an
+encrypted-vs-constant comparison on that integer grid, shared by every node (of every tree)
+with the same feature and integer threshold; leaf values are quantized to ``op_leaves`` bits.
+See :mod:`fhe_sklearn._tree_lowering` for the circuit and its PBS count.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn import tree as sk_tree
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from ._tree_lowering import FlatTree, lower_trees
+from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
+from .quantization import QuantizedModule
+from .quantization.post_training import resolve_n_bits
+
+
+def sklearn_flat_tree(estimator: BaseEstimator, classifier: bool) -> FlatTree:
+    """A fitted sklearn tree as a FlatTree; binary classifiers keep P(class 1) only."""
+    t = estimator.tree_
+    value = t.value[:, 0, :] if classifier else t.value[:, :, 0]
+    if classifier and value.shape[1] == 2:
+        value = value[:, 1:]
+    return FlatTree(t.children_left, t.children_right, t.feature, t.threshold, value, np.arange(value.shape[1]))
+
+
+class _TreeModel(FHEEstimatorMixin):
+    """Shared by trees, forests and boosted trees: lower ``_flat_trees()`` to one circuit."""
+
+    _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
+    _default_n_bits: ClassVar[int] = 6
+    _extra_params: ClassVar[dict] = {"quantization": "uniform"}
+
+    def _flat_trees(self) -> list[FlatTree]:
+        model = self.sklearn_model_
+        estimators = getattr(model, "estimators_", [model])
+        return [sklearn_flat_tree(e, isinstance(self, ClassifierMixin)) for e in estimators]
+
+    def _n_averaged(self) -> int:
+        return len(getattr(self.sklearn_model_, "estimators_", [None]))
+
+    def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
+        bits = resolve_n_bits(self.n_bits, self._n_bits_keys)
+        trees = self._flat_trees()
+        n_outputs = 1 + max(int(t.columns.max()) for t in trees)
+        return lower_trees(trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization)
+
+
+class _TreeClassifier(_TreeModel, FHEClassifierMixin, ClassifierMixin, BaseEstimator):
+    _multi_output = False
+
+    def post_processing(self, y: np.ndarray) -> np.ndarray:
+        """Average the trees' class fractions; binary models carry P(class 1) only."""
+        p = np.clip(y / self._n_averaged(), 0, None)
+        if len(self.classes_) == 2 and p.shape[1] == 1:
+            p1 = np.clip(p[:, 0], 0, 1)
+            return np.column_stack([1 - p1, p1])
+        total = p.sum(axis=1, keepdims=True)
+        return np.divide(p, total, out=np.full_like(p, 1 / p.shape[1]), where=total > 0)
+
+
+class _TreeRegressor(_TreeModel, FHERegressorMixin, RegressorMixin, BaseEstimator):
+    def post_processing(self, y: np.ndarray) -> np.ndarray:
+        return y / self._n_averaged()
+
+
+class DecisionTreeClassifier(_TreeClassifier):
+    """Decision tree classifier predicting in FHE. Parameters: sklearn's, plus ``n_bits``
+    (default 6; int, or ``{"op_inputs": a, "op_leaves": b}``)."""
+
+    _sklearn_class = sk_tree.DecisionTreeClassifier
+
+
+class DecisionTreeRegressor(_TreeRegressor):
+    """Decision tree regressor predicting in FHE (``n_bits`` as for the classifier)."""
+
+    _sklearn_class = sk_tree.DecisionTreeRegressor
+
+
+__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor"]
