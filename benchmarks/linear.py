@@ -1,26 +1,21 @@
 """Linear-model benchmark: LogisticRegression(n_bits=8) on breast_cancer (test_size=0.2,
 random_state=0), raw and standardized features.
 
-    python benchmarks/linear.py        # writes benchmarks/results/linear.{json,md}
+    python -m benchmarks.linear        # writes benchmarks/results/linear.{json,md}
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-from pathlib import Path
 
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.common import write_results
 from fhe_sklearn import LogisticRegression
-from fhe_sklearn.cli import format_table
 from fhe_sklearn.evaluation import measure_fhe_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"simulate_score": 0.938, "pbs_count": 0, "compile_s": 2.3, "execute_ms_per_sample": 13.0}
 
 
@@ -44,17 +39,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-execute", type=int, default=50, help="rows run with real encryption")
     args = parser.parse_args()
-    rows = run(args.n_execute)
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "linear.json").write_text(json.dumps({"machine": machine, "targets": TARGETS, "rows": rows}, indent=2))
-    table = format_table(rows)
     targets = ", ".join(f"{k} {'≥' if k == 'simulate_score' else '≤'} {v}" for k, v in TARGETS.items())
-    (RESULTS / "linear.md").write_text(
-        f"# Linear models: breast_cancer, test_size=0.2, random_state=0\n\nMachine: {machine}\n\n"
-        f"Targets: {targets}\n\n{table}\n"
+    print(
+        write_results(
+            "linear",
+            "Linear models: breast_cancer, test_size=0.2, random_state=0",
+            run(args.n_execute),
+            notes=f"Targets: {targets}",
+            extra={"targets": TARGETS},
+        )
     )
-    print(table)
 
 
 if __name__ == "__main__":

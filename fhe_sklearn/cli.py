@@ -25,9 +25,21 @@ DATASETS = {
 
 
 def _models() -> dict[str, Any]:
-    from . import LinearRegression, LogisticRegression
+    from . import LinearRegression, LogisticRegression, XGBClassifier, XGBRegressor
 
-    return {"LogisticRegression": LogisticRegression, "LinearRegression": LinearRegression}
+    return {
+        "LogisticRegression": LogisticRegression,
+        "XGBClassifier": XGBClassifier,
+        "LinearRegression": LinearRegression,
+        "XGBRegressor": XGBRegressor,
+    }
+
+
+#: small boosted models keep the demo's encrypted predictions to seconds
+_DEMO_PARAMS = {
+    "XGBClassifier": {"n_estimators": 20, "max_depth": 3},
+    "XGBRegressor": {"n_estimators": 20, "max_depth": 3},
+}
 
 
 def load_dataset(name: str, target: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -52,12 +64,15 @@ def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     models = _models()
     if args.model == "all":
         is_classification = type_of_target(y) in ("binary", "multiclass")
-        names = ["LogisticRegression"] if is_classification else ["LinearRegression"]
+        names = ["LogisticRegression", "XGBClassifier"] if is_classification else ["LinearRegression", "XGBRegressor"]
     else:
         names = [args.model]
     rows = []
     for name in names:
-        model = models[name](n_bits=args.n_bits).fit(X_train, y_train)
+        params = dict(_DEMO_PARAMS.get(name, {}))
+        if args.n_bits is not None:
+            params["n_bits"] = args.n_bits
+        model = models[name](**params).fit(X_train, y_train)
         print(f"{name}: compiling, generating keys, running {args.n_samples} encrypted predictions...")
         rows.append({"model": name, **measure_fhe_model(model, X_train, X_test, y_test, n_execute=args.n_samples)})
     print(format_table(rows))
@@ -112,7 +127,7 @@ def main(argv: list[str] | None = None) -> Any:
     p.add_argument("--model", default="all", choices=["all", *_models()])
     p.add_argument("--dataset", default="breast_cancer", help=f"{sorted(DATASETS)} or a CSV path")
     p.add_argument("--target", default=None, help="target column of a CSV (default: the last)")
-    p.add_argument("--n-bits", type=int, default=8)
+    p.add_argument("--n-bits", type=int, default=None, help="default: each model's own (linear 8, trees 6)")
     p.add_argument("--n-samples", type=int, default=5, help="rows predicted with real encryption")
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)

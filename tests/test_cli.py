@@ -7,7 +7,7 @@ from fhe_sklearn.cli import main
 
 
 def test_demo_runs_real_encrypted_predictions(capsys):
-    rows = main(["demo", "--dataset", "wine", "--n-samples", "2", "--n-bits", "6"])
+    rows = main(["demo", "--dataset", "wine", "--n-samples", "2", "--n-bits", "6", "--model", "LogisticRegression"])
     assert [r["model"] for r in rows] == ["LogisticRegression"]
     row = rows[0]
     assert row["execute_equals_simulate"] and row["n_execute"] == 2 and row["pbs_count"] == 0
@@ -21,7 +21,9 @@ def test_demo_on_a_csv_with_a_named_target(tmp_path):
     frame.insert(0, "label", y)
     path = tmp_path / "wine.csv"
     frame.to_csv(path, index=False)
-    rows = main(["demo", "--dataset", str(path), "--target", "label", "--n-samples", "1"])
+    rows = main(
+        ["demo", "--dataset", str(path), "--target", "label", "--n-samples", "1", "--model", "LogisticRegression"]
+    )
     assert rows[0]["simulate_score"] > 0.9
     with pytest.raises(SystemExit, match="not in"):
         main(["demo", "--dataset", str(path), "--target", "nope"])
