@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "quantization_seed_examples.json"
 
@@ -43,3 +46,23 @@ def quantization_reference() -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def split_dataset(loader, scale: bool = False):
+    """X_train, X_test, y_train, y_test with test_size=0.2, random_state=0 (as the issues)."""
+    X, y = loader(return_X_y=True)
+    if scale:
+        X = StandardScaler().fit_transform(X)
+    return train_test_split(X, y, test_size=0.2, random_state=0)
+
+
+def _dataset_fixture(loader, scale):
+    return pytest.fixture(scope="session")(lambda: split_dataset(loader, scale))
+
+
+cancer = _dataset_fixture(load_breast_cancer, False)
+wine = _dataset_fixture(load_wine, False)
+diabetes = _dataset_fixture(load_diabetes, False)
+scaled_cancer = _dataset_fixture(load_breast_cancer, True)
+scaled_wine = _dataset_fixture(load_wine, True)
+scaled_diabetes = _dataset_fixture(load_diabetes, True)

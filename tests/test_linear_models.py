@@ -3,9 +3,8 @@ import pandas as pd
 import pytest
 from sklearn import linear_model as sk_linear
 from sklearn.base import clone
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -24,30 +23,6 @@ from fhe_sklearn import (
     SGDRegressor,
     TweedieRegressor,
 )
-
-
-def _split(loader, scale=True):
-    X, y = loader(return_X_y=True)
-    if scale:
-        X = StandardScaler().fit_transform(X)
-    return train_test_split(X, y, test_size=0.2, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def cancer():
-    return _split(load_breast_cancer)
-
-
-@pytest.fixture(scope="module")
-def wine():
-    return _split(load_wine)
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    X_train, X_test, y_train, y_test = _split(load_diabetes)
-    return X_train, X_test, y_train, y_test
-
 
 CLASSIFIERS = [
     (LogisticRegression, {}),
@@ -73,7 +48,7 @@ def _fit_compile(cls, params, X_train, y_train, n_bits=8):
     return model
 
 
-@pytest.mark.parametrize("dataset", ["cancer", "wine"])
+@pytest.mark.parametrize("dataset", ["scaled_cancer", "scaled_wine"])
 @pytest.mark.parametrize(("cls", "params"), CLASSIFIERS, ids=lambda p: getattr(p, "__name__", ""))
 def test_classifiers_match_float(cls, params, dataset, request):
     X_train, X_test, y_train, y_test = request.getfixturevalue(dataset)
@@ -92,8 +67,8 @@ def test_classifiers_match_float(cls, params, dataset, request):
 
 
 @pytest.mark.parametrize(("cls", "params"), REGRESSORS, ids=lambda p: getattr(p, "__name__", ""))
-def test_regressors_match_float(cls, params, diabetes):
-    X_train, X_test, y_train, y_test = diabetes
+def test_regressors_match_float(cls, params, scaled_diabetes):
+    X_train, X_test, y_train, y_test = scaled_diabetes
     model = _fit_compile(cls, params, X_train, y_train)
     simulated = model.predict(X_test, fhe="simulate")
     np.testing.assert_array_equal(simulated, model.predict(X_test))
@@ -102,8 +77,8 @@ def test_regressors_match_float(cls, params, diabetes):
 
 
 @pytest.mark.parametrize(("cls", "params"), GLMS, ids=lambda p: getattr(p, "__name__", ""))
-def test_glms_apply_link_in_the_clear(cls, params, diabetes):
-    X_train, X_test, y_train, y_test = diabetes
+def test_glms_apply_link_in_the_clear(cls, params, scaled_diabetes):
+    X_train, X_test, y_train, y_test = scaled_diabetes
     model = _fit_compile(cls, params, X_train, y_train)
     simulated = model.predict(X_test, fhe="simulate")
     np.testing.assert_array_equal(simulated, model.predict(X_test))
@@ -113,8 +88,8 @@ def test_glms_apply_link_in_the_clear(cls, params, diabetes):
     assert np.median(np.abs(simulated / float_pred - 1)) < 0.02
 
 
-def test_multi_target_regression(diabetes):
-    X_train, X_test, y_train, _ = diabetes
+def test_multi_target_regression(scaled_diabetes):
+    X_train, X_test, y_train, _ = scaled_diabetes
     Y = np.column_stack([y_train, -2 * y_train + 5])
     model = _fit_compile(LinearRegression, {}, X_train, Y)
     pred = model.predict(X_test, fhe="simulate")
@@ -123,7 +98,9 @@ def test_multi_target_regression(diabetes):
 
 
 @pytest.mark.fhe_execute
-@pytest.mark.parametrize(("cls", "loader"), [(LinearRegression, "diabetes"), (LogisticRegression, "wine")])
+@pytest.mark.parametrize(
+    ("cls", "loader"), [(LinearRegression, "scaled_diabetes"), (LogisticRegression, "scaled_wine")]
+)
 def test_execute_equals_simulate(cls, loader, request):
     X_train, X_test, y_train, _ = request.getfixturevalue(loader)
     model = _fit_compile(cls, {}, X_train, y_train)
@@ -138,8 +115,8 @@ def test_execute_equals_simulate(cls, loader, request):
     np.testing.assert_array_equal(model.predict(rows, fhe="execute", n_jobs=2), model.predict(rows, fhe="simulate"))
 
 
-def test_n_bits_dict_and_validation(cancer):
-    X_train, X_test, y_train, y_test = cancer
+def test_n_bits_dict_and_validation(scaled_cancer):
+    X_train, X_test, y_train, y_test = scaled_cancer
     model = LogisticRegression(n_bits={"op_inputs": 6, "op_weights": 4}).fit(X_train, y_train)
     assert model.quantized_module_.input_quantizer.options.n_bits == 6
     assert model.quantized_module_.ops[0].n_bits == 4
@@ -152,17 +129,17 @@ def test_n_bits_dict_and_validation(cancer):
         LogisticRegression(n_bits=0).fit(X_train, y_train)
 
 
-def test_accumulator_that_cannot_fit_is_a_clear_error(cancer):
-    X_train, _, y_train, _ = cancer
+def test_accumulator_that_cannot_fit_is_a_clear_error(scaled_cancer):
+    X_train, _, y_train, _ = scaled_cancer
     with pytest.raises(ValueError, match=r"cannot fit a 16-bit accumulator.*lower the n_bits of the inputs"):
         LogisticRegression(n_bits={"op_inputs": 12, "op_weights": 8}).fit(X_train, y_train)
 
 
-def test_pipeline_gridsearch_and_clone(cancer):
-    X_train, X_test, y_train, y_test = _split(load_breast_cancer, scale=False)
+def test_pipeline_gridsearch_and_clone(cancer, scaled_cancer):
+    X_train, X_test, y_train, y_test = cancer
     pipe = Pipeline([("scaler", StandardScaler()), ("clf", LogisticRegression(n_bits=6))]).fit(X_train, y_train)
     assert accuracy_score(y_test, pipe.predict(X_test)) > 0.93
-    search = GridSearchCV(LogisticRegression(), {"n_bits": [2, 4, 6, 8]}, cv=3).fit(cancer[0], cancer[2])
+    search = GridSearchCV(LogisticRegression(), {"n_bits": [2, 4, 6, 8]}, cv=3).fit(scaled_cancer[0], scaled_cancer[2])
     assert search.best_params_["n_bits"] in (2, 4, 6, 8)
     assert len(search.cv_results_["mean_test_score"]) == 4
     assert search.best_estimator_.quantized_module_.input_quantizer.options.n_bits == search.best_params_["n_bits"]
@@ -171,8 +148,8 @@ def test_pipeline_gridsearch_and_clone(cancer):
     assert not hasattr(copy, "quantized_module_")
 
 
-def test_pandas_input(cancer):
-    X_train, X_test, y_train, _ = cancer
+def test_pandas_input(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
     columns = [f"f{i}" for i in range(X_train.shape[1])]
     model = LogisticRegression().fit(pd.DataFrame(X_train, columns=columns), y_train)
     assert list(model.feature_names_in_) == columns and model.n_features_in_ == len(columns)
@@ -185,8 +162,8 @@ def test_pandas_input(cancer):
     np.testing.assert_array_equal(model.predict(X_test.tolist()), model.predict(frame))
 
 
-def test_clear_errors(cancer):
-    X_train, X_test, y_train, _ = cancer
+def test_clear_errors(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
     with pytest.raises(Exception, match="not fitted"):
         LogisticRegression().predict(X_test)
     model = LogisticRegression().fit(X_train, y_train)
@@ -202,8 +179,8 @@ def test_clear_errors(cancer):
         model.predict(X_test[:, :3])
 
 
-def test_from_sklearn_model(cancer):
-    X_train, X_test, y_train, _ = cancer
+def test_from_sklearn_model(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
     float_model = sk_linear.LogisticRegression(C=0.3).fit(X_train, y_train)
     model = LogisticRegression.from_sklearn_model(float_model, X_train, n_bits=8)
     assert model.C == 0.3 and model.sklearn_model is float_model

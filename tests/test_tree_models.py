@@ -3,9 +3,8 @@ import pandas as pd
 import pytest
 import xgboost
 from sklearn import tree as sk_tree
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.metrics import r2_score
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 
 from fhe_sklearn import (
     DecisionTreeClassifier,
@@ -15,27 +14,6 @@ from fhe_sklearn import (
     XGBClassifier,
     XGBRegressor,
 )
-
-
-def _split(loader):
-    X, y = loader(return_X_y=True)
-    return train_test_split(X, y, test_size=0.2, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def cancer():
-    return _split(load_breast_cancer)
-
-
-@pytest.fixture(scope="module")
-def wine():
-    return _split(load_wine)
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    return _split(load_diabetes)
-
 
 CLASSIFIERS = [
     (DecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),

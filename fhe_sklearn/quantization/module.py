@@ -264,7 +264,8 @@ class QuantizedModule:
 
 
 def _map_rows(fn: Callable, rows: list, n_jobs: int | None, progress: bool | None) -> list:
-    """Apply ``fn`` to each row, in threads (the FHE runtime releases the GIL) with tqdm."""
+    """Apply ``fn`` to each row with a tqdm bar; ``n_jobs`` threads, since compiled circuits
+    cannot be pickled to worker processes (results checked equal to sequential runs)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
