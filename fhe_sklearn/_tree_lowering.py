@@ -90,8 +90,7 @@ def split_range_quantizer(trees: list[FlatTree], X: np.ndarray, n_bits: int) -> 
     """
     lo, hi = X.min(axis=0).astype(np.float64), X.max(axis=0).astype(np.float64)
     for feature in range(X.shape[1]):
-        used = [t.threshold[(t.feature == feature) & (t.left >= 0)] for t in trees]
-        thresholds = np.concatenate(used) if used else np.empty(0)
+        thresholds = _feature_thresholds(trees, feature)
         if thresholds.size:
             a, b = thresholds.min(), thresholds.max()
             step = (b - a) / max(2**n_bits - 3, 1) if b > a else max(abs(a), 1.0) * 1e-3
@@ -101,10 +100,13 @@ def split_range_quantizer(trees: list[FlatTree], X: np.ndarray, n_bits: int) -> 
 
 def threshold_bin_quantizer(trees: list[FlatTree], n_features: int, max_bits: int) -> ThresholdBinQuantizer:
     """Exact bins at the split points (``quantization="splits"``)."""
-    per_feature = [
-        np.concatenate([t.threshold[(t.feature == f) & (t.left >= 0)] for t in trees]) for f in range(n_features)
-    ]
+    per_feature = [_feature_thresholds(trees, f) for f in range(n_features)]
     return ThresholdBinQuantizer(per_feature, strict=trees[0].strict, max_bits=max_bits)
+
+
+def _feature_thresholds(trees: list[FlatTree], feature: int) -> np.ndarray:
+    """Every split threshold on ``feature``, over all trees."""
+    return np.concatenate([t.threshold[(t.feature == feature) & (t.left >= 0)] for t in trees])
 
 
 class _Splits:

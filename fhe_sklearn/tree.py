@@ -45,8 +45,10 @@ class _TreeModel(FHEEstimatorMixin):
         return len(getattr(self.sklearn_model_, "estimators_", [None]))
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
+        return self._lower(X, self._flat_trees())
+
+    def _lower(self, X: np.ndarray, trees: list[FlatTree]) -> QuantizedModule:
         bits = resolve_n_bits(self.n_bits, self._n_bits_keys)
-        trees = self._flat_trees()
         n_outputs = 1 + max(int(t.columns.max()) for t in trees)
         return lower_trees(trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization)
 

@@ -59,9 +59,10 @@ class _XGBModel:
         margin = np.asarray(self.sklearn_model_.predict(X, output_margin=True), dtype=np.float64).reshape(len(X), -1)
         # one output column per class (multiclass) or target (multi-output); trees take turns
         self._n_groups = margin.shape[1]
-        module = super()._build_quantized_module(X)
+        trees = self._flat_trees()
+        module = self._lower(X, trees)
         # the booster's base margin: what its margins add to the sum of the trees
-        gap = margin - sum(t.predict_float(X, self._n_groups) for t in self._flat_trees())
+        gap = margin - sum(t.predict_float(X, self._n_groups) for t in trees)
         self.base_margin_ = np.median(gap, axis=0)
         if np.max(np.abs(gap - self.base_margin_)) > 1e-3 * (1 + np.abs(margin).max()):
             raise ValueError(f"{type(self).__name__}: could not reproduce the booster's margins from its tree dump")
