@@ -12,6 +12,7 @@ from .linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
+from .serialization import dump, dumps, load, loads
 from .svm import LinearSVC, LinearSVR
 from .tree import DecisionTreeClassifier, DecisionTreeRegressor
 from .xgb import XGBClassifier, XGBRegressor
@@ -36,4 +37,8 @@ __all__ = [
     "SGDRegressor",
     "TweedieRegressor",
     "__version__",
+    "dump",
+    "dumps",
+    "load",
+    "loads",
 ]

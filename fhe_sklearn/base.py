@@ -68,6 +68,7 @@ class FHEEstimatorMixin:
         multi_output = self.__sklearn_tags__().target_tags.multi_output
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=multi_output, y_numeric=self._y_numeric())
         self.sklearn_model_ = self._fit_float(X, y, **fit_params)
+        self.single_target_ = np.ndim(y) == 1
         self._set_fitted_attributes()
         self.quantized_module_ = self._build_quantized_module(X)
         return self
@@ -95,6 +96,9 @@ class FHEEstimatorMixin:
         if X.shape[1] != sklearn_model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {sklearn_model.n_features_in_}")
         model.sklearn_model_ = sklearn_model
+        model.single_target_ = np.ndim(getattr(sklearn_model, "coef_", np.zeros(1))) == 1 and (
+            getattr(sklearn_model, "n_outputs_", 1) == 1
+        )
         model._set_fitted_attributes()
         model.quantized_module_ = model._build_quantized_module(X)
         return model
@@ -104,9 +108,23 @@ class FHEEstimatorMixin:
 
     @property
     def sklearn_model(self) -> BaseEstimator:
-        """The fitted float model."""
-        check_is_fitted(self, "sklearn_model_")
-        return self.sklearn_model_
+        """The fitted float model (not kept by ``dump``/``load``)."""
+        if hasattr(self, "sklearn_model_"):
+            return self.sklearn_model_
+        check_is_fitted(self, "quantized_module_")
+        raise AttributeError("this model was loaded from a file: its float model was not saved")
+
+    def dumps(self) -> str:
+        """This fitted model as JSON (see :mod:`fhe_sklearn.serialization`)."""
+        from .serialization import dumps
+
+        return dumps(self)
+
+    def dump(self, file: Any) -> None:
+        """Write this fitted model as JSON to a path or text file object."""
+        from .serialization import dump
+
+        dump(self, file)
 
     def __sklearn_tags__(self) -> Any:
         # target and input constraints are the float model's (multi-output, positive y...)
@@ -196,8 +214,7 @@ class FHERegressorMixin(FHEEstimatorMixin):
         """
         y = self.post_processing(self._inference(X, fhe, n_jobs))
         # same shape as the float model's prediction: 1-D unless it was fitted on 2-D y
-        single_target = np.ndim(getattr(self.sklearn_model_, "coef_", np.zeros(1))) == 1
-        return y.ravel() if single_target and y.shape[1] == 1 else y
+        return y.ravel() if self.single_target_ and y.shape[1] == 1 else y
 
 
 class FHEClassifierMixin(FHEEstimatorMixin):

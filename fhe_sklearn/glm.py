@@ -10,9 +10,16 @@ from .linear_model import _LinearRegressor
 
 
 class _GLMRegressor(_LinearRegressor):
+    def _set_fitted_attributes(self) -> None:
+        super()._set_fitted_attributes()
+        # sklearn's GLMs keep their link on the fitted loss object: log or identity here
+        link = type(self.sklearn_model_._base_loss.link).__name__
+        self.link_ = {"LogLink": "log", "IdentityLink": "identity"}.get(link)
+        if self.link_ is None:
+            raise ValueError(f"{type(self).__name__}: link {link} is not supported")
+
     def post_processing(self, y: np.ndarray) -> np.ndarray:
-        # sklearn's GLMs keep their link on the fitted loss object
-        return self.sklearn_model._base_loss.link.inverse(y)
+        return np.exp(y) if self.link_ == "log" else y
 
 
 class PoissonRegressor(_GLMRegressor):

@@ -41,8 +41,10 @@ class _TreeModel(FHEEstimatorMixin):
         estimators = getattr(model, "estimators_", [model])
         return [sklearn_flat_tree(e, isinstance(self, ClassifierMixin)) for e in estimators]
 
-    def _n_averaged(self) -> int:
-        return len(getattr(self.sklearn_model_, "estimators_", [None]))
+    def _set_fitted_attributes(self) -> None:
+        super()._set_fitted_attributes()
+        #: trees whose outputs are averaged in the clear (forests); 1 for a tree or boosting
+        self.n_averaged_ = len(getattr(self.sklearn_model_, "estimators_", [None]))
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
         return self._lower(X, self._flat_trees())
@@ -58,7 +60,7 @@ class _TreeClassifier(_TreeModel, FHEClassifierMixin, ClassifierMixin, BaseEstim
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         """Average the trees' class fractions; binary models carry P(class 1) only."""
-        p = np.clip(y / self._n_averaged(), 0, None)
+        p = np.clip(y / self.n_averaged_, 0, None)
         if len(self.classes_) == 2 and p.shape[1] == 1:
             p1 = np.clip(p[:, 0], 0, 1)
             return np.column_stack([1 - p1, p1])
@@ -68,7 +70,7 @@ class _TreeClassifier(_TreeModel, FHEClassifierMixin, ClassifierMixin, BaseEstim
 
 class _TreeRegressor(_TreeModel, FHERegressorMixin, RegressorMixin, BaseEstimator):
     def post_processing(self, y: np.ndarray) -> np.ndarray:
-        return y / self._n_averaged()
+        return y / self.n_averaged_
 
 
 class DecisionTreeClassifier(_TreeClassifier):

@@ -46,14 +46,15 @@ def xgb_flat_trees(booster: xgboost.Booster, n_groups: int) -> list[FlatTree]:
 class _XGBModel:
     """Shared by XGBClassifier and XGBRegressor: trees from the booster, base margin fitted."""
 
-    def _n_averaged(self) -> int:
-        return 1
+    def _set_fitted_attributes(self) -> None:
+        super()._set_fitted_attributes()
+        self.n_averaged_ = 1
 
     def _flat_trees(self) -> list[FlatTree]:
         return xgb_flat_trees(self.sklearn_model_.get_booster(), self._n_groups)
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
-        objective = self.sklearn_model_.get_params()["objective"]
+        objective = self.objective
         if objective not in _IDENTITY | _EXP | _CLASSIFICATION:
             raise ValueError(f"{type(self).__name__}: objective {objective!r} is not supported in FHE")
         margin = np.asarray(self.sklearn_model_.predict(X, output_margin=True), dtype=np.float64).reshape(len(X), -1)
@@ -103,7 +104,7 @@ class XGBRegressor(_XGBModel, _TreeRegressor):
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         margin = self._margin(y)
-        return np.exp(margin) if self.sklearn_model_.get_params()["objective"] in _EXP else margin
+        return np.exp(margin) if self.objective in _EXP else margin
 
 
 __all__ = ["XGBClassifier", "XGBRegressor"]

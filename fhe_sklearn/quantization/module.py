@@ -76,6 +76,13 @@ class QuantizedModule:
         self.n_features_in: int | None = None
         self.timings: dict[str, float] = {}
 
+    # compiled circuits and timings belong to this process, not to a saved model
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k not in ("fhe_circuit", "timings")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, fhe_circuit=None, timings={})
+
     # -- calibration ---------------------------------------------------------------------
     @property
     def input_spec(self) -> TensorSpec:
