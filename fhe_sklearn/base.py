@@ -212,7 +212,11 @@ class FHERegressorMixin(FHEEstimatorMixin):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        y = self.post_processing(self._inference(X, fhe, n_jobs))
+        return self.output_from_dequantized(self._inference(X, fhe, n_jobs))
+
+    def output_from_dequantized(self, y: np.ndarray) -> np.ndarray:
+        """``predict``'s result from de-quantized circuit outputs (client side)."""
+        y = self.post_processing(y)
         # same shape as the float model's prediction: 1-D unless it was fitted on 2-D y
         return y.ravel() if self.single_target_ and y.shape[1] == 1 else y
 
@@ -241,6 +245,13 @@ class FHEClassifierMixin(FHEEstimatorMixin):
 
     def _class_indices(self, scores: np.ndarray) -> np.ndarray:
         return np.argmax(self.post_processing(scores), axis=1)
+
+    def output_from_dequantized(self, scores: np.ndarray) -> np.ndarray:
+        """``predict_proba``'s result from de-quantized circuit outputs (client side); the
+        scores themselves for models without probabilities (LinearSVC)."""
+        if self._float_model_has_proba():
+            return self.post_processing(scores)
+        return scores.ravel() if scores.shape[1] == 1 else scores
 
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Class labels, decided in the clear from the de-quantized circuit output."""

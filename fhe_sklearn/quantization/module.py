@@ -91,7 +91,17 @@ class QuantizedModule:
 
     @property
     def output_spec(self) -> TensorSpec:
+        if getattr(self, "client_output_spec", None) is not None:
+            return self.client_output_spec
         return self.input_spec if self.output_name == "input" else self._op(self.output_name).output_spec
+
+    def client_view(self) -> QuantizedModule:
+        """What a client needs: input quantization and output de-quantization, no ops
+        (no weights, thresholds or leaf values of the model)."""
+        view = QuantizedModule(self.input_quantizer, [])
+        view.n_features_in = self.n_features_in
+        view.client_output_spec = self.output_spec
+        return view
 
     def _op(self, name: str) -> QuantizedOp:
         return next(op for op in self.ops if op.name == name)
