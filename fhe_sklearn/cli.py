@@ -79,6 +79,12 @@ def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from .deployment.server import serve
+
+    serve(args.deployment_dir, args.host, args.port, args.key_dir, args.max_request_mb)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     columns = [
         ("model", "model", "{}"),
@@ -130,5 +136,12 @@ def main(argv: list[str] | None = None) -> Any:
     p.add_argument("--n-bits", type=int, default=None, help="default: each model's own (linear 8, trees 6)")
     p.add_argument("--n-samples", type=int, default=5, help="rows predicted with real encryption")
     p.set_defaults(func=demo)
+    s = commands.add_parser("serve", help="serve a deployment directory over HTTP")
+    s.add_argument("deployment_dir")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--key-dir", default="server_keys", help="where clients' evaluation keys are stored")
+    s.add_argument("--max-request-mb", type=float, default=2048, help="evaluation keys can be hundreds of MB")
+    s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return args.func(args)

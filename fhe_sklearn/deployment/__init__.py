@@ -1,5 +1,6 @@
 """Client/server deployment of compiled models."""
 
 from .fhe_model import FHEModelClient, FHEModelDev, FHEModelServer
+from .http_client import HTTPClient
 
-__all__ = ["FHEModelClient", "FHEModelDev", "FHEModelServer"]
+__all__ = ["FHEModelClient", "FHEModelDev", "FHEModelServer", "HTTPClient"]

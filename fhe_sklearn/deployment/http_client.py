@@ -1,0 +1,62 @@
+"""Python client of the HTTP server: download the client file, upload evaluation keys,
+send encrypted rows, decrypt the answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fhe_model import CLIENT_FILE, FHEModelClient
+
+
+class HTTPClient:
+    """Encrypted predictions from a remote ``fhe_sklearn serve`` server.
+
+    Parameters
+    ----------
+    url : str
+        e.g. ``"http://127.0.0.1:8000"``.
+    work_dir : str or Path
+        Where the client file and (unless ``key_dir``) the private keys are kept.
+    """
+
+    def __init__(self, url: str, work_dir: str | Path, key_dir: str | Path | None = None, timeout: float = 600) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=timeout)
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        response = self._check(self.http.get("/client.json"))
+        (self.work_dir / CLIENT_FILE).write_bytes(response.content)
+        self.fhe = FHEModelClient(self.work_dir, key_dir=key_dir or self.work_dir / "keys")
+        self.key_id: str | None = None
+
+    @staticmethod
+    def _check(response: Any) -> Any:
+        if response.status_code != 200:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise RuntimeError(f"server answered {response.status_code}: {detail}")
+        return response
+
+    def upload_keys(self) -> str:
+        """Generate keys if needed and upload the evaluation keys; returns the key id."""
+        self.fhe.generate_private_and_evaluation_keys()
+        response = self._check(self.http.post("/keys", content=self.fhe.get_serialized_evaluation_keys()))
+        self.key_id = response.json()["key_id"]
+        return self.key_id
+
+    def predict(self, X: Any) -> np.ndarray:
+        """What ``predict_proba`` (classifiers) or ``predict`` (regressors) return, computed
+        by the server on encrypted rows."""
+        if self.key_id is None:
+            self.upload_keys()
+        results = [
+            self._check(self.http.post(f"/predict/{self.key_id}", content=encrypted)).content
+            for encrypted in self.fhe.quantize_encrypt_serialize(X)
+        ]
+        return self.fhe.deserialize_decrypt_dequantize(results)

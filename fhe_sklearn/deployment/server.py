@@ -1,0 +1,110 @@
+"""HTTP inference server (FastAPI): ``python -m fhe_sklearn serve DEPLOYMENT_DIR``.
+
+Endpoints: ``GET /info``; ``GET /client.json`` (what a client needs: specs, quantizers);
+``POST /keys`` (body: serialized evaluation keys) → ``{"key_id": ...}``;
+``POST /predict/{key_id}`` (body: one serialized ciphertext) → the encrypted result.
+Evaluation keys are stored per client under ``key_dir`` (a restart loses nothing) and kept
+in memory once loaded. The server never sees a private key.
+"""
+
+# no `from __future__ import annotations`: FastAPI must resolve the locally imported
+# Request annotations at definition time
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from concrete import fhe
+
+from .._version import __version__
+from ..serialization import FORMAT_VERSION
+from .fhe_model import CLIENT_FILE, FHEModelServer, read_client_file
+
+KEY_ID = re.compile(r"^[0-9a-f]{32}$")
+OCTETS = "application/octet-stream"
+
+
+def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_bytes: int = 2**31) -> Any:
+    """The FastAPI application serving the model in ``deployment_dir``."""
+    try:
+        from fastapi import FastAPI, HTTPException, Request
+        from fastapi.responses import JSONResponse, Response
+        from starlette.concurrency import run_in_threadpool
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("the HTTP server needs the 'server' extra: pip install 'fhe-sklearn[server]'") from err
+
+    deployment_dir, key_dir = Path(deployment_dir), Path(key_dir)
+    key_dir.mkdir(parents=True, exist_ok=True)
+    client_data = read_client_file(deployment_dir)
+    model_server = FHEModelServer(deployment_dir).load()
+    keys: dict[str, fhe.EvaluationKeys] = {}
+    app = FastAPI(title="fhe_sklearn inference server", version=__version__)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and int(declared) > max_request_bytes:
+            raise HTTPException(413, f"request of {declared} bytes exceeds the {max_request_bytes}-byte limit")
+        body = await request.body()
+        if len(body) > max_request_bytes:
+            raise HTTPException(413, f"request exceeds the {max_request_bytes}-byte limit")
+        if not body:
+            raise HTTPException(400, "empty request body")
+        return body
+
+    def evaluation_keys(key_id: str) -> fhe.EvaluationKeys:
+        if key_id not in keys:
+            path = key_dir / f"{key_id}.evaluation_keys"
+            if not KEY_ID.match(key_id) or not path.exists():
+                raise HTTPException(404, f"unknown key id {key_id!r}: upload evaluation keys to /keys first")
+            keys[key_id] = FHEModelServer.load_evaluation_keys(path.read_bytes())
+        return keys[key_id]
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # logged by uvicorn; the client gets no traceback
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    @app.get("/info")
+    def info() -> dict:
+        return {
+            "library_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "model": client_data["model"]["class"],
+            "input_shape": client_data["input_shape"],
+            "max_request_bytes": max_request_bytes,
+        }
+
+    @app.get("/client.json")
+    def client_file() -> Response:
+        return Response((deployment_dir / CLIENT_FILE).read_bytes(), media_type="application/json")
+
+    @app.post("/keys")
+    async def upload_keys(request: Request) -> dict:
+        body = await read_body(request)
+        try:
+            loaded = await run_in_threadpool(FHEModelServer.load_evaluation_keys, body)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        key_id = uuid.uuid4().hex
+        (key_dir / f"{key_id}.evaluation_keys").write_bytes(body)
+        keys[key_id] = loaded
+        return {"key_id": key_id}
+
+    @app.post("/predict/{key_id}")
+    async def predict(key_id: str, request: Request) -> Response:
+        body = await read_body(request)
+        try:
+            evaluation = await run_in_threadpool(evaluation_keys, key_id)
+            result = await run_in_threadpool(model_server.run, body, evaluation)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        return Response(result, media_type=OCTETS)
+
+    return app
+
+
+def serve(deployment_dir: str, host: str, port: int, key_dir: str, max_request_mb: float) -> None:
+    import uvicorn
+
+    app = create_app(deployment_dir, key_dir, int(max_request_mb * 2**20))
+    uvicorn.run(app, host=host, port=port, log_level="info")
