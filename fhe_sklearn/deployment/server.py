@@ -42,6 +42,8 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_byte
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
+        if declared is not None and not declared.isdigit():
+            raise HTTPException(400, "malformed Content-Length header")
         if declared is not None and int(declared) > max_request_bytes:
             raise HTTPException(413, f"request of {declared} bytes exceeds the {max_request_bytes}-byte limit")
         body = await request.body()
