@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .quantization import QuantizedModule, validate_fhe_mode
+from .quantization import QuantizedModule
 from .quantization.post_training import resolve_n_bits
 
 
@@ -67,10 +67,7 @@ class FHEEstimatorMixin:
         resolve_n_bits(self.n_bits, self._n_bits_keys)
         multi_output = self.__sklearn_tags__().target_tags.multi_output
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=multi_output, y_numeric=self._y_numeric())
-        self.sklearn_model_ = self._fit_float(X, y, **fit_params)
-        self.single_target_ = np.ndim(y) == 1
-        self._set_fitted_attributes()
-        self.quantized_module_ = self._build_quantized_module(X)
+        self._adopt_float_model(self._fit_float(X, y, **fit_params), X, single_target=np.ndim(y) == 1)
         return self
 
     @classmethod
@@ -95,13 +92,18 @@ class FHEEstimatorMixin:
         X = validate_data(model, X, dtype=np.float64)
         if X.shape[1] != sklearn_model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {sklearn_model.n_features_in_}")
-        model.sklearn_model_ = sklearn_model
-        model.single_target_ = np.ndim(getattr(sklearn_model, "coef_", np.zeros(1))) == 1 and (
+        single_target = np.ndim(getattr(sklearn_model, "coef_", np.zeros(1))) == 1 and (
             getattr(sklearn_model, "n_outputs_", 1) == 1
         )
-        model._set_fitted_attributes()
-        model.quantized_module_ = model._build_quantized_module(X)
+        model._adopt_float_model(sklearn_model, X, single_target)
         return model
+
+    def _adopt_float_model(self, sklearn_model: BaseEstimator, X: np.ndarray, single_target: bool) -> None:
+        """Keep the fitted float model, copy its public attributes, quantize it on ``X``."""
+        self.sklearn_model_ = sklearn_model
+        self.single_target_ = single_target
+        self._set_fitted_attributes()
+        self.quantized_module_ = self._build_quantized_module(X)
 
     def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> BaseEstimator:
         return self._sklearn_class(**self._sklearn_params()).fit(X, y, **fit_params)
@@ -191,9 +193,8 @@ class FHEEstimatorMixin:
 
     def _inference(self, X: Any, fhe: str, n_jobs: int | None) -> np.ndarray:
         """De-quantized circuit output for ``X`` (before post-processing)."""
-        mode = validate_fhe_mode(fhe)
         x_q = self.quantize_input(X)
-        y_q = self.quantized_module_.quantized_forward(x_q, fhe=mode, n_jobs=n_jobs)
+        y_q = self.quantized_module_.quantized_forward(x_q, fhe=fhe, n_jobs=n_jobs)
         return self.dequantize_output(y_q)
 
 

@@ -66,7 +66,8 @@ def decode(value: Any) -> Any:
     if "__items__" in value:
         return {decode(k): decode(v) for k, v in value["__items__"]}
     if "__object__" in value:
-        obj = _library_class(value["__object__"]).__new__(_library_class(value["__object__"]))
+        cls = _library_class(value["__object__"])
+        obj = cls.__new__(cls)
         state = decode(value["state"])
         if hasattr(obj, "__setstate__"):
             obj.__setstate__(state)
