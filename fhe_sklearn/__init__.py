@@ -12,6 +12,7 @@ from .linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
+from .neural_net import NeuralNetClassifier, NeuralNetRegressor
 from .serialization import dump, dumps, load, loads
 from .svm import LinearSVC, LinearSVR
 from .tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -31,6 +32,8 @@ __all__ = [
     "LinearSVC",
     "LinearSVR",
     "LogisticRegression",
+    "NeuralNetClassifier",
+    "NeuralNetRegressor",
     "PoissonRegressor",
     "Ridge",
     "SGDClassifier",

@@ -64,7 +64,7 @@ class FHEEstimatorMixin:
         -------
         self
         """
-        resolve_n_bits(self.n_bits, self._n_bits_keys)
+        self._check_fhe_params()
         multi_output = self.__sklearn_tags__().target_tags.multi_output
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=multi_output, y_numeric=self._y_numeric())
         self._adopt_float_model(self._fit_float(X, y, **fit_params), X, single_target=np.ndim(y) == 1)
@@ -104,6 +104,10 @@ class FHEEstimatorMixin:
         self.single_target_ = single_target
         self._set_fitted_attributes()
         self.quantized_module_ = self._build_quantized_module(X)
+
+    def _check_fhe_params(self) -> None:
+        """Raise a clear error on a bad quantization parameter before anything is fitted."""
+        resolve_n_bits(self.n_bits, self._n_bits_keys)
 
     def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> BaseEstimator:
         return self._sklearn_class(**self._sklearn_params()).fit(X, y, **fit_params)
@@ -227,7 +231,7 @@ class FHEClassifierMixin(FHEEstimatorMixin):
         # e.g. SGDClassifier has predict_proba only for some losses; LinearSVC never
         return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")
 
-    @available_if(_float_model_has_proba)
+    @available_if(lambda self: self._float_model_has_proba())  # late-bound: subclasses override it
     def predict_proba(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Class probabilities: post-processing of the de-quantized scores, in the clear.
 

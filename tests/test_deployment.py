@@ -3,7 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from fhe_sklearn import DecisionTreeClassifier, LinearRegression, LinearSVC, LogisticRegression
+from fhe_sklearn import (
+    DecisionTreeClassifier,
+    LinearRegression,
+    LinearSVC,
+    LogisticRegression,
+    NeuralNetClassifier,
+)
 from fhe_sklearn.deployment import FHEModelClient, FHEModelDev, FHEModelServer
 
 
@@ -29,6 +35,19 @@ def _round_trip(client, server, rows):
         (LinearRegression, {}, "scaled_diabetes", "predict"),
         (LinearSVC, {}, "scaled_cancer", "decision_function"),
         (DecisionTreeClassifier, {"max_depth": 2, "n_bits": 3}, "wine", "predict_proba"),
+        (
+            NeuralNetClassifier,
+            {
+                "module__n_w_bits": 2,
+                "module__n_a_bits": 2,
+                "module__n_accum_bits": 5,
+                "module__n_hidden_neurons_multiplier": 1,
+                "max_epochs": 10,
+                "random_state": 0,
+            },
+            "scaled_wine",
+            "predict_proba",
+        ),
     ],
     ids=lambda p: getattr(p, "__name__", p if isinstance(p, str) else ""),
 )

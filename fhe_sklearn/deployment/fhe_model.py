@@ -32,6 +32,9 @@ CLIENT_ATTRIBUTES = (
     "link_",
     "n_averaged_",
     "base_margin_",
+    "output_bias_",
+    "y_mean_",
+    "y_scale_",
 )
 
 

@@ -37,27 +37,42 @@ class QuantizedGather(QuantizedOp):
 class QuantizedIntegerMatMul(QuantizedOp):
     """``(x - z) @ weight + bias`` with integer weight and bias, exact (no re-quantization).
 
-    The input must share one scale across its columns; the output keeps it, zero point 0.
-    ``bounds`` may narrow the interval-arithmetic range of ``(x - z) @ weight`` with what the
-    caller knows (e.g. that only one input of a group is non-zero); it cannot widen it.
+    By default the input must share one scale across its columns and the output keeps it,
+    zero point 0. A model whose integer weights already carry the input scales (QAT networks)
+    gives ``output_scale`` (one per output column, any input scales) and ``output_zero_point``
+    instead. ``bounds`` may narrow the interval-arithmetic range of ``(x - z) @ weight`` with
+    what the caller knows (e.g. that only one input of a group is non-zero); it cannot widen it.
     """
 
     def __init__(
-        self, name: str, weight: Any, bias: Any = None, bounds: Any = None, *, inputs: list[str] | None = None
+        self,
+        name: str,
+        weight: Any,
+        bias: Any = None,
+        bounds: Any = None,
+        output_scale: Any = None,
+        output_zero_point: Any = 0,
+        *,
+        inputs: list[str] | None = None,
     ) -> None:
         super().__init__(name, inputs=inputs)
         self.bounds = bounds
         self.weight = np.asarray(weight, dtype=np.int64)
         self.bias = np.zeros(self.weight.shape[1], dtype=np.int64) if bias is None else np.asarray(bias, np.int64)
+        self.output_scale = None if output_scale is None else np.asarray(output_scale, dtype=np.float64)
+        self.output_zero_point = np.asarray(output_zero_point, dtype=np.int64)
 
-    def _scale(self) -> float:
+    def _scale(self) -> Any:
+        if self.output_scale is not None:
+            return self.output_scale
         scales = np.unique(self.input_specs[0].scale)
         if len(scales) != 1:
             raise ValueError(f"QuantizedIntegerMatMul '{self.name}' needs one input scale, got {len(scales)}")
         return float(scales[0])
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.weight + self._scale() * self.bias
+        integers = np.rint(x / self.input_specs[0].scale) @ self.weight + self.bias
+        return (integers - self.output_zero_point) * self._scale()
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         s = self.input_specs[0]
@@ -68,7 +83,7 @@ class QuantizedIntegerMatMul(QuantizedOp):
         if self.bounds is not None:
             lo, hi = np.maximum(lo, self.bounds[0]), np.minimum(hi, self.bounds[1])
         self.product_range = (lo, hi)
-        return TensorSpec(self._scale(), 0, lo + self.bias, hi + self.bias)
+        return TensorSpec(self._scale(), self.output_zero_point, lo + self.bias, hi + self.bias)
 
     def q_impl(self, x: Any) -> Any:
         if np.any(self.input_offset != 0):
