@@ -1,11 +1,19 @@
-"""Command line: ``python -m fhe_sklearn demo`` (fit, compile, real encrypted predictions)."""
+"""Command line (``python -m fhe_sklearn`` or ``fhe-sklearn``).
+
+- ``demo``: fit, compile and run real encrypted predictions, with a table of scores and costs;
+- ``compile DATA.csv --output DIR``: fit a model on a CSV and write a deployment directory;
+- ``predict DIR DATA.csv --output predictions.csv``: encrypted predictions for a CSV;
+- ``serve DIR``: the HTTP server of a deployment directory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,35 +33,76 @@ DATASETS = {
 
 
 def _models() -> dict[str, Any]:
-    from . import LinearRegression, LogisticRegression, XGBClassifier, XGBRegressor
+    import fhe_sklearn
 
-    return {
-        "LogisticRegression": LogisticRegression,
-        "XGBClassifier": XGBClassifier,
-        "LinearRegression": LinearRegression,
-        "XGBRegressor": XGBRegressor,
-    }
+    return {name: getattr(fhe_sklearn, name) for name in fhe_sklearn.__all__ if name[0].isupper()}
 
 
-#: small boosted models keep the demo's encrypted predictions to seconds
+#: small ensembles keep the demo's encrypted predictions to seconds
 _DEMO_PARAMS = {
     "XGBClassifier": {"n_estimators": 20, "max_depth": 3},
     "XGBRegressor": {"n_estimators": 20, "max_depth": 3},
+    "RandomForestClassifier": {"n_estimators": 20, "max_depth": 4},
+    "RandomForestRegressor": {"n_estimators": 20, "max_depth": 4},
+    "DecisionTreeClassifier": {"max_depth": 5},
+    "DecisionTreeRegressor": {"max_depth": 5},
 }
 
 
-def load_dataset(name: str, target: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_csv(path: str, target: str | None = None, require_target: bool = True) -> tuple[pd.DataFrame, Any]:
+    """Features (a DataFrame: models keep the column names) and target of a CSV file.
+
+    The target is the ``target`` column, else the last one; with ``require_target=False``
+    a missing target column is allowed (prediction data) and None is returned for it.
+    """
+    try:
+        frame = pd.read_csv(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise SystemExit(f"no such CSV file: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SystemExit(f"cannot read {path} as CSV: {err}") from None
+    if require_target:
+        target = target or frame.columns[-1]
+        if target not in frame:
+            raise SystemExit(f"column {target!r} is not in {path}")
+    if target is None or target not in frame:
+        return frame, None
+    return frame.drop(columns=[target]), frame[target].to_numpy()
+
+
+def load_dataset(name: str, target: str | None = None) -> tuple[Any, np.ndarray]:
     """A dataset shipped with scikit-learn, or a CSV (target: ``target`` column, else the last)."""
     if name in DATASETS:
         return DATASETS[name](return_X_y=True)
+    if not name.endswith(".csv") and not os.path.exists(name):
+        raise SystemExit(f"unknown dataset {name!r}: use one of {sorted(DATASETS)} or a CSV path")
+    return read_csv(name, target)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--param takes KEY=VALUE, got {item!r}")
+        try:
+            params[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            params[key] = text  # a bare string, e.g. activation names
+    return params
+
+
+def _make_model(name: str, n_bits: int | None, params: dict[str, Any]) -> Any:
+    models = _models()
+    if name not in models:
+        raise SystemExit(f"unknown model {name!r}; known: {sorted(models)}")
+    params = {**_DEMO_PARAMS.get(name, {}), **params}
+    if n_bits is not None:
+        params["n_bits"] = n_bits
     try:
-        frame = pd.read_csv(name)
-    except FileNotFoundError:
-        raise SystemExit(f"unknown dataset {name!r}: use one of {sorted(DATASETS)} or a CSV path") from None
-    target = target or frame.columns[-1]
-    if target not in frame:
-        raise SystemExit(f"column {target!r} is not in {name}")
-    return frame.drop(columns=[target]).to_numpy(dtype=np.float64), frame[target].to_numpy()
+        return models[name](**params)
+    except TypeError as err:
+        raise SystemExit(f"bad parameters for {name}: {err}") from None
 
 
 def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -61,7 +110,6 @@ def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    models = _models()
     if args.model == "all":
         is_classification = type_of_target(y) in ("binary", "multiclass")
         names = ["LogisticRegression", "XGBClassifier"] if is_classification else ["LinearRegression", "XGBRegressor"]
@@ -69,14 +117,93 @@ def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
         names = [args.model]
     rows = []
     for name in names:
-        params = dict(_DEMO_PARAMS.get(name, {}))
-        if args.n_bits is not None:
-            params["n_bits"] = args.n_bits
-        model = models[name](**params).fit(X_train, y_train)
+        model = _make_model(name, args.n_bits, {}).fit(X_train, y_train)
         print(f"{name}: compiling, generating keys, running {args.n_samples} encrypted predictions...")
-        rows.append({"model": name, **measure_fhe_model(model, X_train, X_test, y_test, n_execute=args.n_samples)})
+        result = measure_fhe_model(model, X_train, X_test, y_test, n_execute=args.n_samples, progress=True)
+        rows.append({"model": name, **result})
     print(format_table(rows))
     return rows
+
+
+def compile_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit on a CSV, report held-out float vs FHE-simulated scores, save a deployment."""
+    from .deployment import FHEModelDev
+
+    X, y = load_dataset(args.data, args.target)
+    model = _make_model(args.model, args.n_bits, _parse_params(args.param))
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size, random_state=0)
+    model.fit(X_train, y_train)
+    print(f"{args.model}: compiling on {len(X_train)} rows...")
+    model.compile(X_train)
+    report = {
+        "model": args.model,
+        "metric": "accuracy" if hasattr(model, "classes_") else "r2",
+        "float_score": float(model.sklearn_model.score(np.asarray(X_test, dtype=np.float64), y_test)),
+        "simulate_score": float(model.score(X_test, y_test)),
+        "pbs_count": int(model.fhe_circuit.programmable_bootstrap_count),
+        "max_bit_width": int(model.fhe_circuit.graph.maximum_integer_bit_width()),
+        "deployment": str(FHEModelDev(args.output, model).save()),
+    }
+    # score() predicts without FHE; the simulated circuit computes the same integers
+    simulated = model.predict(X_test[: args.n_check], fhe="simulate")
+    if not np.array_equal(simulated, model.predict(X_test[: args.n_check])):
+        raise SystemExit("internal error: FHE simulation differs from the integer model")
+    report["estimator"] = model
+    print(
+        f"held-out {report['metric']} ({len(X_test)} rows): float {report['float_score']:.3f}, "
+        f"FHE {report['simulate_score']:.3f}; {report['pbs_count']} PBS, "
+        f"{report['max_bit_width']}-bit integers\ndeployment written to {report['deployment']} "
+        "(server.zip for the server, client.json for clients)"
+    )
+    return report
+
+
+def predict_command(args: argparse.Namespace) -> pd.DataFrame:
+    """Encrypted predictions for every row of a CSV: keygen, encrypt, run, decrypt."""
+    from tqdm.auto import tqdm
+
+    from .deployment import FHEModelClient, FHEModelServer, HTTPClient
+
+    X, _ = read_csv(args.data, args.target, require_target=False)
+    key_dir = Path(args.key_dir)
+    if args.server:
+        remote = HTTPClient(args.server, work_dir=key_dir)
+        client, run = remote.fhe, remote.run_encrypted
+        print(f"uploading evaluation keys to {args.server}...")
+        remote.upload_keys()
+    else:
+        client = FHEModelClient(args.deployment, key_dir=key_dir)
+        server = FHEModelServer(args.deployment).load()
+        print(f"generating keys (cached in {key_dir})...")
+        client.generate_private_and_evaluation_keys()
+        keys = server.load_evaluation_keys(client.get_serialized_evaluation_keys())
+
+        def run(encrypted: bytes) -> bytes:
+            return server.run(encrypted, keys)
+
+    names = getattr(client.model, "feature_names_in_", None)
+    if names is not None:
+        missing = [c for c in names if c not in X]
+        if missing:
+            raise SystemExit(f"{args.data} lacks the model's columns {missing}")
+        X = X[list(names)]  # extra columns (e.g. the target) are ignored
+    try:
+        encrypted = client.quantize_encrypt_serialize(X)
+    except ValueError as err:
+        raise SystemExit(f"bad input in {args.data}: {err}") from None
+    results = [run(row) for row in tqdm(encrypted, desc="encrypted predictions")]
+    predictions, scores = client.deserialize_decrypt_predict(results)
+    out = pd.DataFrame(np.asarray(predictions).reshape(len(X), -1))
+    out.columns = ["prediction"] if out.shape[1] == 1 else [f"prediction_{i}" for i in range(out.shape[1])]
+    if scores is not None:
+        scores = np.asarray(scores).reshape(len(X), -1)
+        label = "proba" if hasattr(client.model, "predict_proba") else "score"
+        classes = client.model.classes_ if scores.shape[1] == len(client.model.classes_) else ["positive"]
+        for j, c in enumerate(classes):
+            out[f"{label}_{c}"] = scores[:, j]
+    out.to_csv(args.output, index=False)
+    print(f"{len(out)} encrypted predictions written to {args.output}")
+    return out
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -136,6 +263,24 @@ def main(argv: list[str] | None = None) -> Any:
     p.add_argument("--n-bits", type=int, default=None, help="default: each model's own (linear 8, trees 6)")
     p.add_argument("--n-samples", type=int, default=5, help="rows predicted with real encryption")
     p.set_defaults(func=demo)
+    c = commands.add_parser("compile", help="fit a model on a CSV, compile it, write a deployment directory")
+    c.add_argument("data", help=f"CSV file (or one of {sorted(DATASETS)})")
+    c.add_argument("--model", default="LogisticRegression", help="an estimator of fhe_sklearn")
+    c.add_argument("--target", default=None, help="target column (default: the last)")
+    c.add_argument("--n-bits", type=int, default=None, help="default: the model's own")
+    c.add_argument("--param", action="append", default=[], help="model parameter KEY=VALUE (repeatable)")
+    c.add_argument("--test-size", type=float, default=0.2, help="held-out share for the printed scores")
+    c.add_argument("--n-check", type=int, default=20, help="held-out rows checked in FHE simulation")
+    c.add_argument("--output", required=True, help="deployment directory to create")
+    c.set_defaults(func=compile_command)
+    r = commands.add_parser("predict", help="encrypted predictions for a CSV with a deployment directory")
+    r.add_argument("deployment", help="directory written by `compile` (its client.json is enough with --server)")
+    r.add_argument("data", help="CSV with the model's feature columns (other columns are ignored)")
+    r.add_argument("--output", required=True, help="predictions CSV to write")
+    r.add_argument("--target", default=None, help="a column to ignore (for data without feature names)")
+    r.add_argument("--key-dir", default="client_keys", help="where the private keys are kept")
+    r.add_argument("--server", default=None, help="URL of a `serve` server; default: run the server side here")
+    r.set_defaults(func=predict_command)
     s = commands.add_parser("serve", help="serve a deployment directory over HTTP")
     s.add_argument("deployment_dir")
     s.add_argument("--host", default="127.0.0.1")

@@ -8,10 +8,17 @@ from typing import Any
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.metrics import accuracy_score, r2_score
+from tqdm.auto import tqdm
 
 
 def measure_fhe_model(
-    model: Any, X_train: Any, X_test: Any, y_test: Any, n_execute: int = 5, n_simulate: int | None = None
+    model: Any,
+    X_train: Any,
+    X_test: Any,
+    y_test: Any,
+    n_execute: int = 5,
+    n_simulate: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compile ``model`` on ``X_train``, then report accuracy (or R²) and FHE costs.
 
@@ -26,16 +33,24 @@ def measure_fhe_model(
     score, metric = (accuracy_score, "accuracy") if is_classifier(model) else (r2_score, "r2")
     X_sim = X_test[:n_simulate] if n_simulate else X_test
     y_sim = y_test[:n_simulate] if n_simulate else y_test
-    start = time.perf_counter()
-    circuit = model.compile(X_train)
-    compile_s = time.perf_counter() - start
-    simulated = model.predict(X_sim, fhe="simulate")
-    module = model.quantized_module_
-    keygen_s = module.keygen()
     rows = X_test[:n_execute]
-    start = time.perf_counter()
-    executed = model.predict(rows, fhe="execute")
-    execute_s = time.perf_counter() - start
+    with tqdm(total=4, desc=type(model).__name__, disable=not progress, leave=False) as bar:
+        bar.set_postfix_str("compile")
+        start = time.perf_counter()
+        circuit = model.compile(X_train)
+        compile_s = time.perf_counter() - start
+        bar.update()
+        bar.set_postfix_str("simulate")
+        simulated = model.predict(X_sim, fhe="simulate")
+        bar.update()
+        bar.set_postfix_str("keygen")
+        keygen_s = model.quantized_module_.keygen()
+        bar.update()
+        bar.set_postfix_str(f"execute {len(rows)} rows")
+        start = time.perf_counter()
+        executed = model.predict(rows, fhe="execute")
+        execute_s = time.perf_counter() - start
+        bar.update()
     return {
         "metric": metric,
         "float_score": float(score(y_test, model.sklearn_model.predict(X_test))),

@@ -138,6 +138,14 @@ class FHEModelClient:
         y = self.model.dequantize_output(self.deserialize_decrypt(results))
         return self.model.output_from_dequantized(y)
 
+    def deserialize_decrypt_predict(self, results: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
+        """What ``model.predict`` returns, and for classifiers ``predict_proba``'s result
+        (decision scores for models without probabilities); None for regressors."""
+        y = self.model.dequantize_output(self.deserialize_decrypt(results))
+        if not hasattr(self.model, "classes_"):
+            return self.model.output_from_dequantized(y), None
+        return self.model.classes_[self.model._class_indices(y)], self.model.output_from_dequantized(y)
+
 
 class FHEModelServer:
     """Server side: runs the compiled model on ciphertexts with the client's evaluation keys."""

@@ -53,10 +53,11 @@ class HTTPClient:
     def predict(self, X: Any) -> np.ndarray:
         """What ``predict_proba`` (classifiers) or ``predict`` (regressors) return, computed
         by the server on encrypted rows."""
+        results = [self.run_encrypted(encrypted) for encrypted in self.fhe.quantize_encrypt_serialize(X)]
+        return self.fhe.deserialize_decrypt_dequantize(results)
+
+    def run_encrypted(self, encrypted: bytes) -> bytes:
+        """One serialized ciphertext in, the server's encrypted result out."""
         if self.key_id is None:
             self.upload_keys()
-        results = [
-            self._check(self.http.post(f"/predict/{self.key_id}", content=encrypted)).content
-            for encrypted in self.fhe.quantize_encrypt_serialize(X)
-        ]
-        return self.fhe.deserialize_decrypt_dequantize(results)
+        return self._check(self.http.post(f"/predict/{self.key_id}", content=encrypted)).content
