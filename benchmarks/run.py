@@ -129,7 +129,7 @@ def run_case(name: str, params: dict, dataset: str, n_execute: int) -> dict[str,
         "params": params,
         "dataset": dataset,
         "n_features": int(X_train.shape[1]),
-        "n_test": int(len(X_test)),
+        "n_test": len(X_test),
         "fit_s": fit_s,
         **result,
         "peak_memory_mb": peak_mb,
@@ -244,7 +244,9 @@ def plot(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
     for family in dict.fromkeys(r["family"] for r in executed):
         points = [r for r in executed if r["family"] == family]
         # 0-PBS linear models sit at x=0.5 on the log axis
-        ax.scatter([max(r["pbs_count"], 0.5) for r in points], [r["execute_ms_per_sample"] for r in points], label=family)
+        ax.scatter(
+            [max(r["pbs_count"], 0.5) for r in points], [r["execute_ms_per_sample"] for r in points], label=family
+        )
         for r in points:
             ax.annotate(r["dataset"], (max(r["pbs_count"], 0.5), r["execute_ms_per_sample"]), fontsize=6, alpha=0.7)
     ax.set_xscale("log")

@@ -160,7 +160,7 @@ def compile_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def predict_command(args: argparse.Namespace) -> pd.DataFrame:
     """Encrypted predictions for every row of a CSV: keygen, encrypt, run, decrypt."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .deployment import FHEModelClient, FHEModelServer, HTTPClient
 

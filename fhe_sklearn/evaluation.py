@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.metrics import accuracy_score, r2_score
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def measure_fhe_model(
@@ -28,7 +28,8 @@ def measure_fhe_model(
         ``float_score``, ``disable_score``, ``simulate_score`` (on at most ``n_simulate`` test
         rows), ``metric``, ``execute_equals_simulate`` (on ``n_execute`` rows), ``compile_s``,
         ``keygen_s``, ``execute_ms_per_sample``, ``pbs_count``, ``complexity``,
-        ``max_bit_width``, ``evaluation_keys_mb``.
+        ``max_bit_width``, ``evaluation_keys_mb``. With ``n_execute=0`` there is no key
+        generation and the execute and key figures are None.
     """
     score, metric = (accuracy_score, "accuracy") if is_classifier(model) else (r2_score, "r2")
     X_sim = X_test[:n_simulate] if n_simulate else X_test
@@ -43,26 +44,28 @@ def measure_fhe_model(
         bar.set_postfix_str("simulate")
         simulated = model.predict(X_sim, fhe="simulate")
         bar.update()
-        bar.set_postfix_str("keygen")
-        keygen_s = model.quantized_module_.keygen()
-        bar.update()
-        bar.set_postfix_str(f"execute {len(rows)} rows")
-        start = time.perf_counter()
-        executed = model.predict(rows, fhe="execute")
-        execute_s = time.perf_counter() - start
-        bar.update()
+        keygen_s = execute_s = executed = None
+        if n_execute > 0:
+            bar.set_postfix_str("keygen")
+            keygen_s = model.quantized_module_.keygen()
+            bar.update()
+            bar.set_postfix_str(f"execute {len(rows)} rows")
+            start = time.perf_counter()
+            executed = model.predict(rows, fhe="execute")
+            execute_s = time.perf_counter() - start
+            bar.update()
     return {
         "metric": metric,
         "float_score": float(score(y_test, model.sklearn_model.predict(X_test))),
         "disable_score": float(score(y_test, model.predict(X_test))),
         "simulate_score": float(score(y_sim, simulated)),
-        "execute_equals_simulate": bool(np.array_equal(executed, simulated[:n_execute])),
+        "execute_equals_simulate": None if executed is None else bool(np.array_equal(executed, simulated[:n_execute])),
         "n_execute": len(rows),
         "compile_s": compile_s,
         "keygen_s": keygen_s,
-        "execute_ms_per_sample": 1000 * execute_s / max(len(rows), 1),
+        "execute_ms_per_sample": None if execute_s is None else 1000 * execute_s / len(rows),
         "pbs_count": int(circuit.programmable_bootstrap_count),
         "complexity": float(circuit.complexity),
         "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
-        "evaluation_keys_mb": len(circuit.keys.evaluation.serialize()) / 1e6,
+        "evaluation_keys_mb": None if executed is None else len(circuit.keys.evaluation.serialize()) / 1e6,
     }

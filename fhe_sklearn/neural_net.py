@@ -59,6 +59,32 @@ class _PruneAfterEpoch(skorch.callbacks.Callback):
             net.module_.prune()
 
 
+class _Float32Input:
+    """skorch nets take the float64 arrays sklearn validation produces (torch trains in float32)."""
+
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
+            x = x.float()
+        return super().infer(x, **fit_params)
+
+
+class FloatNetClassifier(_Float32Input, skorch.NeuralNetClassifier):
+    """The trained float network of a NeuralNetClassifier; ``predict`` returns the original
+    labels (skorch's returns their indices)."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.labels_[super().predict(X)]
+
+
+class FloatNetRegressor(_Float32Input, skorch.NeuralNetRegressor):
+    """The trained float network of a NeuralNetRegressor; ``predict`` undoes the target's
+    standardization (the network is trained on the standardized target)."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        y = super().predict(X) * self.target_scale_ + self.target_mean_
+        return y.ravel() if self.single_target_ else y
+
+
 def activation_tables(
     accumulator_range: tuple[np.ndarray, np.ndarray],
     weight_scale: np.ndarray,
@@ -297,7 +323,7 @@ class NeuralNetClassifier(_NeuralNet, FHEClassifierMixin, ClassifierMixin, BaseE
     See ``_NeuralNet`` for the parameters.
     """
 
-    _skorch_class = skorch.NeuralNetClassifier
+    _skorch_class = FloatNetClassifier
     _criterion = torch.nn.CrossEntropyLoss
 
     def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> skorch.NeuralNet:
@@ -306,7 +332,9 @@ class NeuralNetClassifier(_NeuralNet, FHEClassifierMixin, ClassifierMixin, BaseE
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError("NeuralNetClassifier needs at least 2 classes in y, got 1 class")
-        return self._train(X, encoder.transform(y).astype(np.int64), len(self.classes_), fit_params)
+        net = self._train(X, encoder.transform(y).astype(np.int64), len(self.classes_), fit_params)
+        net.labels_ = self.classes_
+        return net
 
     def _float_model_has_proba(self) -> bool:
         return True
@@ -322,7 +350,7 @@ class NeuralNetRegressor(_NeuralNet, FHERegressorMixin, RegressorMixin, BaseEsti
     See ``_NeuralNet`` for the parameters.
     """
 
-    _skorch_class = skorch.NeuralNetRegressor
+    _skorch_class = FloatNetRegressor
     _criterion = torch.nn.MSELoss
 
     def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> skorch.NeuralNet:
@@ -330,7 +358,9 @@ class NeuralNetRegressor(_NeuralNet, FHERegressorMixin, RegressorMixin, BaseEsti
         self.y_mean_ = y2d.mean(axis=0)
         std = y2d.std(axis=0)
         self.y_scale_ = np.where(std > 0, std, 1.0)
-        return self._train(X, ((y2d - self.y_mean_) / self.y_scale_).astype(np.float32), y2d.shape[1], fit_params)
+        net = self._train(X, ((y2d - self.y_mean_) / self.y_scale_).astype(np.float32), y2d.shape[1], fit_params)
+        net.target_mean_, net.target_scale_, net.single_target_ = self.y_mean_, self.y_scale_, y.ndim == 1
+        return net
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         return (y + self.output_bias_) * self.y_scale_ + self.y_mean_

@@ -47,7 +47,7 @@ def test_breast_cancer_3_bits_accuracy_and_accumulator(cancer_pipeline, cancer_r
         cancer_pipeline.predict_proba(X_test, fhe="simulate"), cancer_pipeline.predict_proba(X_test)
     )
     # the integer model computes what the fake-quantized torch network was trained to compute
-    X_scaled = cancer_pipeline["scaler"].transform(X_test).astype(np.float32)
+    X_scaled = cancer_pipeline["scaler"].transform(X_test)
     np.testing.assert_allclose(
         nn.predict_proba(X_scaled), nn.sklearn_model_.predict_proba(X_scaled), rtol=1e-4, atol=1e-5
     )
@@ -113,6 +113,8 @@ def test_multi_output_regression(scaled_diabetes):
     Y = np.column_stack([y_train, -2 * y_train])
     model = NeuralNetRegressor(max_epochs=20, random_state=0).fit(X_train, Y)
     assert model.predict(X_test).shape == (len(X_test), 2)
+    # the float network predicts the target in its own units, as the FHE model does
+    np.testing.assert_allclose(model.sklearn_model.predict(X_test), model.predict(X_test), rtol=0.05, atol=5)
     np.testing.assert_array_equal(
         NeuralNetRegressor(max_epochs=20, random_state=0).fit(X_train, y_train).predict(X_test).shape, (len(X_test),)
     )
@@ -143,6 +145,14 @@ def test_gridsearch_pipeline_pandas_clone(cancer_raw):
     assert search.predict(pd.DataFrame(X_test, columns=names)).shape == (len(X_test),)
     model = clone(best).set_params(module__n_accum_bits=9, lr=0.01)
     assert model.get_params()["module__n_accum_bits"] == 9 and model.lr == 0.01
+
+
+def test_float_network_predicts_original_labels(scaled_wine):
+    X_train, X_test, y_train, _ = scaled_wine
+    labels = np.array(["a", "b", "c"])[y_train]
+    model = NeuralNetClassifier(max_epochs=20, random_state=0).fit(X_train, labels)
+    assert set(model.sklearn_model.predict(X_test)) <= {"a", "b", "c"}
+    assert (model.sklearn_model.predict(X_test) == model.predict(X_test)).mean() == 1
 
 
 def test_same_seed_same_model(scaled_wine):

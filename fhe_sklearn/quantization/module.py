@@ -284,7 +284,7 @@ def _map_rows(fn: Callable, rows: list, n_jobs: int | None, progress: bool | Non
     """Apply ``fn`` to each row with a tqdm bar; ``n_jobs`` threads, since compiled circuits
     cannot be pickled to worker processes (results checked equal to sequential runs)."""
     from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     show = len(rows) > 4 if progress is None else progress
     it = tqdm(rows, desc="FHE execute", disable=not show, leave=False)
