@@ -106,6 +106,8 @@ def _make_model(name: str, n_bits: int | None, params: dict[str, Any]) -> Any:
 
 
 def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.n_samples < 1:
+        raise SystemExit("--n-samples must be at least 1: the demo runs real encrypted predictions")
     X, y = load_dataset(args.dataset, args.target)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
     scaler = StandardScaler().fit(X_train)

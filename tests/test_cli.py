@@ -29,6 +29,8 @@ def test_demo_on_a_csv_with_a_named_target(tmp_path):
         main(["demo", "--dataset", str(path), "--target", "nope"])
     with pytest.raises(SystemExit, match="unknown dataset"):
         main(["demo", "--dataset", "no_such_thing"])
+    with pytest.raises(SystemExit, match="at least 1"):
+        main(["demo", "--n-samples", "0"])
     assert np.isfinite(rows[0]["execute_ms_per_sample"])
 
 
