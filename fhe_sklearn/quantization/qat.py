@@ -10,7 +10,8 @@
   the worst-case accumulator of a ReLU network;
 - :meth:`SparseQuantMLP.prune` keeps, per neuron, the largest-magnitude connections whose
   worst-case integer accumulator fits ``n_accum_bits`` (signed) and zeroes the others for
-  good. Call it after every epoch: the pruned network is what is trained and lowered.
+  good. The estimators call it after every epoch of the second half of training (the
+  first half trains dense), so the pruned network is what is fine-tuned and lowered.
 
 Biases stay float: the FHE lowering folds them into the activation tables and the clear
 output, so they never widen an accumulator.
