@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import machine
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 FAMILIES = {
@@ -264,9 +266,6 @@ def plot(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import os
-    import platform
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small case per family, no plots of note")
     parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results (quick: results/quick)")
@@ -288,15 +287,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, values in (QUICK_SWEEP if args.quick else FULL_SWEEP).items():
         print(f"bit-width sweep: {name} {values}...", flush=True)
         sweep += _in_fresh_process(run_sweep, name, values)
-    machine = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    payload = {"machine": machine, "quick": args.quick, "rows": rows, "bit_width_sweep": sweep}
+    machine_info = {**machine(), "date": time.strftime("%Y-%m-%d")}
+    payload = {"machine": machine_info, "quick": args.quick, "rows": rows, "bit_width_sweep": sweep}
     (out / "benchmarks.json").write_text(json.dumps(payload, indent=2))
-    (out / "benchmarks.md").write_text(markdown(rows, sweep, machine, args.quick))
+    (out / "benchmarks.md").write_text(markdown(rows, sweep, machine_info, args.quick))
     plot(rows, sweep, out)
     print(f"results written to {out}")
     return payload

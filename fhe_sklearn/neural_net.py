@@ -33,7 +33,6 @@ from .quantization import (
     QuantizedModule,
     QuantizedTableLookup,
     UniformQuantizer,
-    integer_bit_width,
 )
 from .quantization.ops import _interval_matmul
 from .quantization.qat import SparseQuantMLP, activation_module
@@ -109,13 +108,9 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
     """The trained network as a calibrated QuantizedModule, and the output biases (clear side)."""
     exported = network.export()
     n_bits = exported["n_a_bits"]
-    top = 2**n_bits - 1
-    zero_point = exported["input_zero_point"]
     input_quantizer = UniformQuantizer(
-        QuantizationOptions(n_bits), scale=exported["input_scale"], zero_point=zero_point
+        QuantizationOptions(n_bits), scale=exported["input_scale"], zero_point=exported["input_zero_point"]
     )
-    # integers entering the first layer: codes minus zero point; later: centred codes
-    input_range = (-zero_point, top - zero_point)
     layers = exported["layers"]
     ops, previous = [], "input"
     for index, layer in enumerate(layers):
@@ -127,6 +122,8 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
         previous = dense.name
         if index == len(layers) - 1:
             break
+        # the ranges pruning bounded the accumulators with, so the tables cover every value
+        input_range = [bound.numpy().astype(np.int64) for bound in network.input_integer_range(index)]
         tables, offset = activation_tables(
             _interval_matmul(*input_range, layer["weight"]),
             layer["scale"],
@@ -139,10 +136,6 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
         scale = exported["hidden_quantizers"][index][0]
         ops.append(QuantizedTableLookup(f"activation_{index}", tables, offset, scale, inputs=[previous]))
         previous = ops[-1].name
-        input_range = (
-            np.full(tables.shape[0], -exported["center"]),
-            np.full(tables.shape[0], top - exported["center"]),
-        )
     module = QuantizedModule(input_quantizer, ops)
     module.calibrate(X)
     widest = max(op.output_spec.bit_width for op in ops)
@@ -280,12 +273,7 @@ class _NeuralNet(FHEEstimatorMixin):
             SparseQuantMLP,
             module__n_features=X.shape[1],
             module__n_outputs=n_outputs,
-            module__n_layers=self.module__n_layers,
-            module__n_hidden_neurons_multiplier=self.module__n_hidden_neurons_multiplier,
-            module__activation_function=self.module__activation_function,
-            module__n_w_bits=self.module__n_w_bits,
-            module__n_a_bits=self.module__n_a_bits,
-            module__n_accum_bits=self.module__n_accum_bits,
+            **{k: v for k, v in self.get_params(deep=False).items() if k.startswith("module__")},
             module__input_range=np.quantile(X, [INPUT_QUANTILE, 1 - INPUT_QUANTILE], axis=0),
             criterion=self._criterion,
             optimizer=self._optimizer_class(),
@@ -313,7 +301,7 @@ class _NeuralNet(FHEEstimatorMixin):
     @property
     def max_bit_width_(self) -> int:
         """Widest integer of the circuit (the accumulators): at most ``module__n_accum_bits``."""
-        return max(integer_bit_width(op.output_spec.lo, op.output_spec.hi) for op in self.quantized_module_.ops)
+        return max(op.output_spec.bit_width for op in self.quantized_module_.ops)
 
 
 class NeuralNetClassifier(_NeuralNet, FHEClassifierMixin, ClassifierMixin, BaseEstimator):
