@@ -26,13 +26,10 @@ import numpy as np
 
 from .quantization import (
     MAX_BIT_WIDTH,
+    GraphBuilder,
     MinMaxQuantizationStats,
     QuantizationOptions,
-    QuantizedGather,
-    QuantizedIntegerMatMul,
-    QuantizedLessOrEqual,
     QuantizedModule,
-    QuantizedTableLookup,
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
@@ -161,42 +158,118 @@ def lower_trees(
         quantizer = threshold_bin_quantizer(trees, X.shape[1], n_bits_inputs)
     else:
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
-    splits = _Splits(quantizer, X.shape[1])
+    circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
     leaf_quantizers, multipliers, leaf_scale = _leaf_quantizers(trees, n_bits_leaves)
-    bias = np.zeros(n_outputs, dtype=np.int64)
-    slots: list[tuple[list[tuple[int | None, int, int]], int, int, int, int, int]] = []
-    # exactly one leaf per tree and column is reached: the sum's true range, per column
-    reach_lo, reach_hi = np.zeros_like(bias), np.zeros_like(bias)
-    max_depth = 0
     for tree, leaf_q, m in zip(trees, leaf_quantizers, multipliers):
+        circuit.add_tree(tree, leaf_q, m)
+    return circuit.build(X, leaf_scale)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A node's split on a path: comparison id (None: the constant bit ``const``), and
+    whether the path goes left there."""
+
+    split: int | None
+    const: int
+    went_left: bool
+
+
+@dataclass
+class _LeafSlot:
+    """One leaf lookup: node ``path[-1]`` has a leaf child; ``q_left``/``q_right`` are its
+    children's quantized values in output ``column`` (0 for an inner child)."""
+
+    path: list[_Decision]
+    column: int
+    q_left: int
+    q_right: int
+    multiplier: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.path) - 1
+
+
+class _TreeCircuit:
+    """Collects the leaf slots of every tree, then builds their one shared circuit."""
+
+    def __init__(self, splits: _Splits, n_outputs: int) -> None:
+        self.splits = splits
+        self.slots: list[_LeafSlot] = []
+        self.bias = np.zeros(n_outputs, dtype=np.int64)
+        # exactly one leaf per tree and column is reached: the sum's true range, per column
+        self.reach_lo = np.zeros(n_outputs, dtype=np.int64)
+        self.reach_hi = np.zeros(n_outputs, dtype=np.int64)
+
+    def add_tree(self, tree: FlatTree, leaf_q: UniformQuantizer, multiplier: int) -> None:
         # a table returns the reached leaf's integer minus the tree's offset (0 elsewhere);
         # the offset goes to the bias: one leaf per tree and column is always reached
         q_values = leaf_q.quant(tree.value) - leaf_q.zero_point
         reached = q_values[tree.left < 0]
         if tree.is_leaf(0):
-            bias[tree.columns] += m * q_values[0]
-            continue
+            self.bias[tree.columns] += multiplier * q_values[0]
+            return
         offset = np.array([_table_offset(reached[:, j]) for j in range(reached.shape[1])])
-        bias[tree.columns] += m * offset
+        self.bias[tree.columns] += multiplier * offset
         q_values, reached = q_values - offset, reached - offset
-        reach_lo[tree.columns] += m * np.minimum(reached.min(axis=0), 0)
-        reach_hi[tree.columns] += m * np.maximum(reached.max(axis=0), 0)
-        stack: list[tuple[int, list[tuple[int | None, int, int]]]] = [(0, [])]
+        self.reach_lo[tree.columns] += multiplier * np.minimum(reached.min(axis=0), 0)
+        self.reach_hi[tree.columns] += multiplier * np.maximum(reached.max(axis=0), 0)
+        stack: list[tuple[int, list[_Decision]]] = [(0, [])]
         while stack:
             node, path = stack.pop()
-            split, const = splits.bit(tree.feature[node], tree.threshold[node], tree.strict)
+            split, const = self.splits.bit(tree.feature[node], tree.threshold[node], tree.strict)
             left, right = tree.left[node], tree.right[node]
-            max_depth = max(max_depth, len(path))
             for j, column in enumerate(tree.columns):
                 q_left = q_values[left, j] if tree.is_leaf(left) else 0
                 q_right = q_values[right, j] if tree.is_leaf(right) else 0
                 if q_left or q_right:
-                    slots.append(([*path, (split, const, 0)], len(path), column, q_left, q_right, m))
-            for child, went_left in ((left, 1), (right, 0)):
+                    own = _Decision(split, const, False)
+                    self.slots.append(_LeafSlot([*path, own], column, q_left, q_right, multiplier))
+            for child, went_left in ((left, True), (right, False)):
                 if not tree.is_leaf(child):
-                    stack.append((child, [*path, (split, const, went_left)]))
-    bounds = (reach_lo, reach_hi)
-    return _assemble(quantizer, splits, slots, bias, bounds, n_outputs, max_depth, leaf_scale, X)
+                    stack.append((child, [*path, _Decision(split, const, went_left)]))
+
+    def build(self, X: np.ndarray, leaf_scale: float) -> QuantizedModule:
+        features, thresholds = self.splits.thresholds()
+        used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
+        renumber = {old: new for new, old in enumerate(used)}
+        features, thresholds = features[used], thresholds[used]
+        slots = self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
+        if not used:  # keeps the circuit's input encrypted; its bit is never read
+            features, thresholds = np.zeros(1, dtype=np.int64), np.full(1, np.inf)
+        width = 2 * max(slot.depth for slot in slots) + 2
+        paths = np.zeros((len(features), len(slots)), dtype=np.int64)
+        offsets = np.zeros(len(slots), dtype=np.int64)
+        tables = np.zeros((len(slots), width), dtype=np.int64)
+        to_output = np.zeros((len(slots), len(self.bias)), dtype=np.int64)
+        for s, slot in enumerate(slots):
+            *ancestors, own = slot.path
+            # bit(p), plus 2 * agreement of each ancestor: b where the path went left, else 1 - b
+            weighted = [(own, 1)] + [(d, 2 if d.went_left else -2) for d in ancestors]
+            offsets[s] += 2 * sum(1 for d in ancestors if not d.went_left)
+            for decision, weight in weighted:
+                if decision.split is None:
+                    offsets[s] += weight * decision.const
+                else:
+                    paths[renumber[decision.split], s] += weight
+            tables[s, 2 * slot.depth + 1], tables[s, 2 * slot.depth] = slot.q_left, slot.q_right
+            to_output[s, slot.column] = slot.multiplier
+        builder = GraphBuilder()
+        builder.input(self.splits.quantizer)
+        builder.add("Gather", name="features", indices=features)
+        builder.add("LessOrEqual", name="splits", threshold=thresholds)
+        builder.add("IntegerMatMul", name="paths", weight=paths, bias=offsets)
+        builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale)
+        builder.add(
+            "IntegerMatMul",
+            name="tree_sum",
+            weight=to_output,
+            bias=self.bias,
+            bounds=(self.reach_lo, self.reach_hi),
+            overflow_hint="lower n_bits['op_leaves'] or use fewer trees",
+        )
+        return builder.build(X)
 
 
 def _table_offset(leaves: np.ndarray) -> int:
@@ -235,42 +308,3 @@ def _leaf_quantizers(trees: list[FlatTree], n_bits: int) -> tuple[list[UniformQu
         quantizers.append(UniformQuantizer(options, scale=m * finest, zero_point=zero_point))
         multipliers.append(m)
     return quantizers, multipliers, finest
-
-
-def _assemble(quantizer, splits, slots, bias, bounds, n_outputs, max_depth, leaf_scale, X) -> QuantizedModule:
-    features, thresholds = splits.thresholds()
-    used = sorted({a for path, *_ in slots for a, _, _ in path if a is not None})
-    renumber = {old: new for new, old in enumerate(used)}
-    features, thresholds = features[used], thresholds[used]
-    if not slots:  # every tree is a single leaf: keep one inert slot so the circuit has an input
-        slots = [([(None, 0, 0)], 0, 0, 0, 0, 1)]
-    if not used:  # keeps the circuit's input encrypted; its bit is never read
-        features, thresholds = np.zeros(1, dtype=np.int64), np.full(1, np.inf)
-    width = 2 * max_depth + 2
-    paths = np.zeros((len(features), len(slots)), dtype=np.int64)
-    offsets = np.zeros(len(slots), dtype=np.int64)
-    tables = np.zeros((len(slots), width), dtype=np.int64)
-    to_output = np.zeros((len(slots), n_outputs), dtype=np.int64)
-    for s, (path, depth, column, q_left, q_right, multiplier) in enumerate(slots):
-        *ancestors, (split, const, _) = path
-        # bit(p), plus 2 * agreement of each ancestor: b where the path went left, else 1 - b
-        entries = [(split, const, 1)] + [(a, c, 2 if went_left else -2) for a, c, went_left in ancestors]
-        offsets[s] += 2 * sum(1 for _, _, went_left in ancestors if not went_left)
-        for a, c, weight in entries:
-            if a is None:
-                offsets[s] += weight * c
-            else:
-                paths[renumber[a], s] += weight
-        tables[s, 2 * depth + 1], tables[s, 2 * depth] = q_left, q_right
-        to_output[s, column] = multiplier
-    ops = [
-        QuantizedGather("features", features),
-        QuantizedLessOrEqual("splits", thresholds, inputs=["features"]),
-        QuantizedIntegerMatMul("paths", paths, offsets, inputs=["splits"]),
-        QuantizedTableLookup("leaves", tables, 0, leaf_scale, inputs=["paths"]),
-        QuantizedIntegerMatMul("tree_sum", to_output, bias, bounds=bounds, inputs=["leaves"]),
-    ]
-    ops[-1].overflow_hint = "lower n_bits['op_leaves'] or use fewer trees"
-    module = QuantizedModule(quantizer, ops)
-    module.calibrate(X)
-    return module

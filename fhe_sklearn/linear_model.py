@@ -18,7 +18,8 @@ from sklearn import linear_model as sk_linear
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
-from .quantization import MAX_BIT_WIDTH, PostTrainingQuantizer, QuantizedModule
+from .quantization import MAX_BIT_WIDTH, GraphBuilder, QuantizedModule
+from .quantization.post_training import input_quantizer, resolve_n_bits
 
 
 class _LinearLowering(FHEEstimatorMixin):
@@ -28,8 +29,18 @@ class _LinearLowering(FHEEstimatorMixin):
         coef = np.asarray(self.sklearn_model.coef_, dtype=np.float64)
         weight = coef.reshape(-1, 1) if coef.ndim == 1 else coef.T
         bias = np.broadcast_to(np.asarray(self.sklearn_model.intercept_, dtype=np.float64).ravel(), weight.shape[1:])
-        quantizer = PostTrainingQuantizer(self.n_bits, max_accumulator_bits=MAX_BIT_WIDTH)
-        return quantizer.quantize_module([{"type": "gemm", "weight": weight, "bias": bias, "name": "linear"}], X)
+        bits = resolve_n_bits(self.n_bits)
+        builder = GraphBuilder()
+        builder.input(input_quantizer(X, bits["op_inputs"]))
+        builder.add(
+            "Gemm",
+            name="linear",
+            weight=weight,
+            bias=bias,
+            n_bits=bits["op_weights"],
+            max_accumulator_bits=MAX_BIT_WIDTH,
+        )
+        return builder.build(X)
 
 
 class _LinearRegressor(_LinearLowering, FHERegressorMixin, RegressorMixin, BaseEstimator):

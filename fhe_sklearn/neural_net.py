@@ -27,13 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
-from .quantization import (
-    QuantizationOptions,
-    QuantizedIntegerMatMul,
-    QuantizedModule,
-    QuantizedTableLookup,
-    UniformQuantizer,
-)
+from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
 from .quantization.ops import _interval_matmul
 from .quantization.qat import SparseQuantMLP, activation_module
 from .quantization.quantizers import MAX_BIT_WIDTH
@@ -112,14 +106,16 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
         QuantizationOptions(n_bits), scale=exported["input_scale"], zero_point=exported["input_zero_point"]
     )
     layers = exported["layers"]
-    ops, previous = [], "input"
+    builder = GraphBuilder()
+    builder.input(input_quantizer)
     for index, layer in enumerate(layers):
-        dense = QuantizedIntegerMatMul(
-            f"dense_{index}", layer["weight"], output_scale=layer["scale"], inputs=[previous]
+        builder.add(
+            "IntegerMatMul",
+            name=f"dense_{index}",
+            weight=layer["weight"],
+            output_scale=layer["scale"],
+            overflow_hint="lower module__n_accum_bits",
         )
-        dense.overflow_hint = "lower module__n_accum_bits"
-        ops.append(dense)
-        previous = dense.name
         if index == len(layers) - 1:
             break
         # the ranges pruning bounded the accumulators with, so the tables cover every value
@@ -134,11 +130,9 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
             exported["center"],
         )
         scale = exported["hidden_quantizers"][index][0]
-        ops.append(QuantizedTableLookup(f"activation_{index}", tables, offset, scale, inputs=[previous]))
-        previous = ops[-1].name
-    module = QuantizedModule(input_quantizer, ops)
-    module.calibrate(X)
-    widest = max(op.output_spec.bit_width for op in ops)
+        builder.add("TableLookup", name=f"activation_{index}", tables=tables, offset=offset, output_scale=scale)
+    module = builder.build(X)
+    widest = max(op.output_spec.bit_width for op in module.ops)
     if widest > network.n_accum_bits:  # pruning guarantees it; a failure here is a library bug
         raise RuntimeError(f"pruned network needs {widest}-bit integers, over n_accum_bits={network.n_accum_bits}")
     return module, layers[-1]["bias"]

@@ -1,6 +1,7 @@
 """Uniform quantization and the integer graph every estimator lowers to."""
 
 from .base_op import QuantizedOp, TensorSpec
+from .graph import GraphBuilder
 from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup
 from .module import FheMode, QuantizedModule, validate_fhe_mode
 from .ops import (
@@ -29,9 +30,12 @@ from .quantizers import (
     check_n_bits,
     integer_bit_width,
 )
+from .registry import OP_REGISTRY, register_op
 
 __all__ = [
     "MAX_BIT_WIDTH",
+    "OP_REGISTRY",
+    "GraphBuilder",
     "FheMode",
     "MinMaxQuantizationStats",
     "PostTrainingQuantizer",
@@ -60,5 +64,6 @@ __all__ = [
     "UniformQuantizer",
     "check_n_bits",
     "integer_bit_width",
+    "register_op",
     "validate_fhe_mode",
 ]

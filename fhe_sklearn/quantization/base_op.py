@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from concrete import fhe
@@ -56,9 +56,17 @@ class QuantizedOp:
     Subclasses implement ``float_forward`` (the float reference), ``_calibrate`` (choose the
     quantization of constants and output from the input specs and float calibration data)
     and ``q_impl`` (integers in, integers out; written with numpy so the same code runs on a
-    batch in the clear and on concrete tracers). Univariate operators (one encrypted input,
-    elementwise) instead implement ``univariate_fn`` and become one table lookup; a chain of
-    them is fused into a single lookup by :class:`QuantizedModule`.
+    batch in the clear and on concrete tracers). An op is registered under its ``op_type``
+    (:func:`~fhe_sklearn.quantization.registry.register_op`) so graph builders create it by
+    name.
+
+    Elementwise ops of one encrypted input implement ``univariate_fn`` instead. Those that need
+    a table lookup set ``is_univariate``; leveled ones (e.g. adding a constant) set
+    ``is_elementwise``. :class:`QuantizedModule` fuses every chain of elementwise ops into one
+    table lookup, or into plain leveled arithmetic when no op of the chain needs a lookup.
+
+    ``q_impl`` may be any function concrete can trace (``fhe.multivariate``, comparisons,
+    selection networks...): an op the registered set cannot express is one new subclass.
 
     Parameters
     ----------
@@ -68,7 +76,14 @@ class QuantizedOp:
         Names of the producers of this op's encrypted inputs ("input" is the module input).
     """
 
+    #: name in the op registry (ONNX-style: "Gemm", "Relu", "LessOrEqual", ...)
+    op_type: ClassVar[str] = ""
+    #: elementwise and needs a table lookup
     is_univariate = False
+    #: elementwise without a lookup (fuses into a neighbouring lookup for free)
+    is_elementwise = False
+    #: which ``n_bits`` of a model this op takes: "op_weights", "op_inputs" or None
+    n_bits_role: ClassVar[str | None] = None
     #: what to change when this op's integers outgrow 16 bits (set by the model's lowering)
     overflow_hint = "lower n_bits of its inputs or weights"
 
@@ -107,8 +122,8 @@ class QuantizedOp:
         raise NotImplementedError
 
     def q_impl(self, *q_inputs: Any) -> Any:
-        """Integer implementation; univariate ops default to their table function."""
-        if self.is_univariate:
+        """Integer implementation; elementwise ops default to their table function."""
+        if self.is_univariate or self.is_elementwise:
             return self.univariate_fn(q_inputs[0])
         raise NotImplementedError
 

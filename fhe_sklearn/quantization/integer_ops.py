@@ -9,14 +9,18 @@ import numpy as np
 
 from .base_op import QuantizedOp, TensorSpec, hint_range
 from .ops import _interval_matmul
+from .registry import register_op
 
 
 def _per_feature(value: np.ndarray, n_features: int) -> np.ndarray:
     return np.broadcast_to(value, (n_features,)) if value.ndim == 0 else value
 
 
+@register_op
 class QuantizedGather(QuantizedOp):
     """Select columns ``indices`` of one sample (no PBS); per-feature specs follow them."""
+
+    op_type = "Gather"
 
     def __init__(self, name: str, indices: Any, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
@@ -34,6 +38,7 @@ class QuantizedGather(QuantizedOp):
         return x[:, self.indices]
 
 
+@register_op
 class QuantizedIntegerMatMul(QuantizedOp):
     """``(x - z) @ weight + bias`` with integer weight and bias, exact (no re-quantization).
 
@@ -43,6 +48,8 @@ class QuantizedIntegerMatMul(QuantizedOp):
     instead. ``bounds`` may narrow the interval-arithmetic range of ``(x - z) @ weight`` with
     what the caller knows (e.g. that only one input of a group is non-zero); it cannot widen it.
     """
+
+    op_type = "IntegerMatMul"
 
     def __init__(
         self,
@@ -91,11 +98,14 @@ class QuantizedIntegerMatMul(QuantizedOp):
         return hint_range(x @ self.weight, *self.product_range) + self.bias
 
 
+@register_op
 class QuantizedTableLookup(QuantizedOp):
     """Position ``i`` of the input indexes its own table: ``out[i] = tables[i, x[i] - offset]``.
 
     One PBS per position; the output is read with ``output_scale`` (zero point 0).
     """
+
+    op_type = "TableLookup"
 
     is_univariate = True
 

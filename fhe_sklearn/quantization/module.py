@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -39,41 +40,53 @@ def validate_fhe_mode(fhe_mode: Any) -> FheMode:
 
 
 class QuantizedModule:
-    """A quantized model as an ordered graph of :class:`QuantizedOp`.
+    """A quantized model: a graph of :class:`QuantizedOp` over named values.
 
-    The module input is quantized per feature on the client; every op then works on
-    integers. Consecutive univariate ops are fused into one table lookup.
+    Each module input is quantized on the client by its own quantizer; every op then works on
+    integers. Every chain of elementwise ops is fused into one table lookup. Modules are
+    usually made by :class:`~fhe_sklearn.quantization.graph.GraphBuilder`.
 
     Parameters
     ----------
-    input_quantizer : UniformQuantizer
-        Quantizer of the model input (scale and zero point per feature or per tensor).
+    inputs : UniformQuantizer or dict of str to UniformQuantizer
+        Quantizer of the single input (named ``"input"``), or one per named input, in order.
     ops : list of QuantizedOp
-        In execution order; each op names its inputs ("input" is the module input).
-    output_name : str, optional
-        Op whose output is the module output (default: the last op).
+        In execution order; each op names the values it reads (module inputs or earlier ops).
+    outputs : str or list of str, optional
+        Values returned by the module, in order (default: the last op).
     """
 
     def __init__(
         self,
-        input_quantizer: UniformQuantizer,
+        inputs: UniformQuantizer | Mapping[str, UniformQuantizer],
         ops: list[QuantizedOp],
-        output_name: str | None = None,
+        outputs: str | Sequence[str] | None = None,
     ) -> None:
+        named = dict(inputs) if isinstance(inputs, Mapping) else {"input": inputs}
+        if not named:
+            raise ValueError("a QuantizedModule needs at least one input")
         names = [op.name for op in ops]
-        if len(set(names)) != len(names) or "input" in names:
-            raise ValueError(f"op names must be unique and not 'input': {names}")
-        known = {"input"}
+        if len(set(names)) != len(names) or set(names) & set(named):
+            raise ValueError(f"op names must be unique and differ from the inputs {list(named)}: {names}")
+        known = set(named)
         for op in ops:
             missing = [n for n in op.inputs if n not in known]
             if missing:
                 raise ValueError(f"op '{op.name}' reads {missing} before it is computed")
             known.add(op.name)
-        self.input_quantizer = input_quantizer
+        if outputs is None:
+            outputs = [names[-1] if names else next(iter(named))]
+        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+        unknown = [n for n in outputs if n not in known]
+        if unknown or not outputs:
+            raise ValueError(f"outputs {unknown or outputs} are not values of the graph")
+        self.input_names = list(named)
+        self.input_quantizers = list(named.values())
         self.ops = list(ops)
-        self.output_name = output_name or (names[-1] if names else "input")
+        self.output_names = outputs
         self.fhe_circuit: fhe.Circuit | None = None
-        self.n_features_in: int | None = None
+        #: per-sample shape of each input, fixed by calibration
+        self.input_shapes: list[tuple[int, ...]] | None = None
         self.timings: dict[str, float] = {}
 
     # compiled circuits and timings belong to this process, not to a saved model
@@ -83,63 +96,121 @@ class QuantizedModule:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, fhe_circuit=None, timings={})
 
-    # -- calibration ---------------------------------------------------------------------
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return len(self.input_names)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.output_names)
+
+    @property
+    def input_quantizer(self) -> UniformQuantizer:
+        """The quantizer of a single-input module."""
+        self._require_single("input", self.n_inputs)
+        return self.input_quantizers[0]
+
+    @property
+    def n_features_in(self) -> int | None:
+        """Features of a single 2-D input (None before calibration)."""
+        if self.input_shapes is None:
+            return None
+        self._require_single("input", self.n_inputs)
+        return int(np.prod(self.input_shapes[0]))
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(q.scale, q.zero_point, q.options.qmin, q.options.qmax) for q in self.input_quantizers]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """How each output's integers map to floats (and their worst-case range)."""
+        if getattr(self, "client_output_specs", None) is not None:
+            return list(self.client_output_specs)
+        specs = dict(zip(self.input_names, self.input_specs))
+        return [specs[n] if n in specs else self._op(n).output_spec for n in self.output_names]
+
     @property
     def input_spec(self) -> TensorSpec:
-        q = self.input_quantizer
-        return TensorSpec(q.scale, q.zero_point, q.options.qmin, q.options.qmax)
+        self._require_single("input", self.n_inputs)
+        return self.input_specs[0]
 
     @property
     def output_spec(self) -> TensorSpec:
-        if getattr(self, "client_output_spec", None) is not None:
-            return self.client_output_spec
-        return self.input_spec if self.output_name == "input" else self._op(self.output_name).output_spec
+        """The output spec of a single-output module."""
+        self._require_single("output", self.n_outputs)
+        return self.output_specs[0]
+
+    def _require_single(self, what: str, count: int) -> None:
+        if count != 1:
+            raise ValueError(f"this module has {count} {what}s: use the list form ({what}_quantizers / {what}_specs)")
 
     def client_view(self) -> QuantizedModule:
         """What a client needs: input quantization and output de-quantization, no ops
         (no weights, thresholds or leaf values of the model)."""
-        view = QuantizedModule(self.input_quantizer, [])
-        view.n_features_in = self.n_features_in
-        view.client_output_spec = self.output_spec
+        view = QuantizedModule(dict(zip(self.input_names, self.input_quantizers)), [], self.input_names[:1])
+        view.input_shapes = self.input_shapes
+        view.client_output_specs = self.output_specs
         return view
 
     def _op(self, name: str) -> QuantizedOp:
         return next(op for op in self.ops if op.name == name)
 
-    def calibrate(self, x: np.ndarray) -> np.ndarray:
-        """Quantize every op in order on float calibration data; returns the float output."""
-        x = np.asarray(x, dtype=np.float64)
-        check_finite(x, "calibration data")
-        self.n_features_in = x.shape[1]
-        floats = {"input": x}
-        specs = {"input": self.input_spec}
+    def _select(self, values: list[Any]) -> Any:
+        """One value for a single-output (or single-input) module, else the tuple."""
+        return values[0] if len(values) == 1 else tuple(values)
+
+    # -- calibration -------------------------------------------------------------------------
+    def calibrate(self, *x: Any) -> Any:
+        """Quantize every op in order on float calibration data (one array per input);
+        returns the float output(s)."""
+        xs = self._as_inputs(x, "calibration data")
+        for value in xs:
+            check_finite(value, "calibration data")
+        self.input_shapes = [tuple(v.shape[1:]) for v in xs]
+        floats = dict(zip(self.input_names, xs))
+        specs = dict(zip(self.input_names, self.input_specs))
         for op in self.ops:
             floats[op.name] = op.calibrate([specs[n] for n in op.inputs], *[floats[n] for n in op.inputs])
             specs[op.name] = op.output_spec
         self.fhe_circuit = None
-        return floats[self.output_name]
+        return self._select([floats[n] for n in self.output_names])
 
-    # -- the integer graph ---------------------------------------------------------------
+    def _as_inputs(self, x: tuple, what: str, dtype: Any = np.float64) -> list[np.ndarray]:
+        if len(x) != self.n_inputs:
+            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(x)}")
+        arrays = [np.asarray(v, dtype=dtype) if dtype is not None else np.asarray(v) for v in x]
+        for name, value in zip(self.input_names, arrays):
+            if value.ndim < 2:
+                raise ValueError(f"{what} {name!r} must have a batch axis: shape (n_samples, ...), got {value.shape}")
+        return arrays
+
+    # -- the integer graph ---------------------------------------------------------------------
     def _fusion_groups(self) -> list[list[QuantizedOp]]:
-        """Chains of univariate ops where each link has a single consumer: one TLU each."""
+        """Chains of elementwise ops where each link has a single consumer, in execution order."""
         consumers: dict[str, int] = {}
         for op in self.ops:
             for name in op.inputs:
                 consumers[name] = consumers.get(name, 0) + 1
         groups: list[list[QuantizedOp]] = []
+        group_of: dict[str, list[QuantizedOp]] = {}
         for op in self.ops:
-            last = groups[-1][-1] if groups else None
+            producer = group_of.get(op.inputs[0]) if len(op.inputs) == 1 else None
             if (
-                op.is_univariate
-                and last is not None
-                and last.is_univariate
-                and op.inputs == [last.name]
-                and consumers.get(last.name) == 1
-                and last.name != self.output_name
+                _elementwise(op)
+                and producer is not None
+                and producer[-1].name == op.inputs[0]
+                and _elementwise(producer[-1])
+                and consumers[op.inputs[0]] == 1
+                and op.inputs[0] not in self.output_names
             ):
-                groups[-1].append(op)
+                producer.append(op)
+                group = producer
             else:
-                groups.append([op])
+                group = [op]
+                groups.append(group)
+            group_of[op.name] = group
         return groups
 
     @staticmethod
@@ -151,79 +222,115 @@ class QuantizedModule:
 
         return table
 
-    def _run(self, x_q: Any, tracing: bool) -> Any:
-        values = {"input": x_q}
+    def _run(self, inputs: list[Any], tracing: bool) -> list[Any]:
+        values = dict(zip(self.input_names, inputs))
         for group in self._fusion_groups():
             head, tail = group[0], group[-1]
             args = [values[n] for n in head.inputs]
-            if head.is_univariate and tracing:
-                out = fhe.univariate(self._chain(group))(args[0])
-            elif head.is_univariate:
-                out = self._chain(group)(args[0])
+            if any(op.is_univariate for op in group):
+                table = self._chain(group)
+                out = fhe.univariate(table)(args[0]) if tracing else table(args[0])
+            elif len(group) > 1:
+                out = args[0]
+                for op in group:  # leveled elementwise ops: no lookup
+                    out = op.q_impl(out)
             else:
                 out = head.q_impl(*args)
             if tracing:
                 # static worst-case width: no input the client can send overflows
                 out = fhe.hint(out, bit_width=tail.output_spec.bit_width)
             values[tail.name] = out
-        return values[self.output_name]
+        return [values[n] for n in self.output_names]
 
-    # -- public API ----------------------------------------------------------------------
+    # -- public API ------------------------------------------------------------------------------
     def _check_calibrated(self) -> None:
-        if self.n_features_in is None:
+        if self.input_shapes is None:
             raise RuntimeError("this QuantizedModule is not calibrated: call calibrate(X) first")
 
-    def quantize_input(self, x: Any) -> np.ndarray:
-        """Float rows (n_samples, n_features) → integers, in the clear on the client."""
+    def _check_shape(self, value: np.ndarray, index: int, what: str) -> None:
+        shape = self.input_shapes[index]
+        if value.ndim != 1 + len(shape) or value.shape[1:] != shape:
+            expected = ", ".join(["n_samples", *map(str, shape)])
+            name = "" if self.n_inputs == 1 else f" {self.input_names[index]!r}"
+            raise ValueError(f"expected {what}{name} of shape ({expected}), got {value.shape}")
+
+    def quantize_input(self, *x: Any) -> Any:
+        """Float rows → integers, in the clear on the client (a tuple for several inputs)."""
         self._check_calibrated()
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.n_features_in:
-            raise ValueError(f"expected input of shape (n_samples, {self.n_features_in}), got {x.shape}")
-        check_finite(x, "input")
-        return self.input_quantizer.quant(x)
+        xs = [np.asarray(v, dtype=np.float64) for v in x]
+        if len(xs) != self.n_inputs:
+            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(xs)}")
+        out = []
+        for index, (value, quantizer) in enumerate(zip(xs, self.input_quantizers)):
+            self._check_shape(value, index, "input")
+            check_finite(value, "input")
+            out.append(quantizer.quant(value))
+        return self._select(out)
 
-    def dequantize_output(self, y_q: Any) -> np.ndarray:
-        """Integers out of the circuit → floats, in the clear on the client."""
-        return self.output_spec.dequant(np.asarray(y_q, dtype=np.int64)).astype(np.float64)
+    def dequantize_output(self, *y_q: Any) -> Any:
+        """Integers out of the circuit → floats, in the clear on the client (a tuple for
+        several outputs)."""
+        specs = self.output_specs
+        if len(y_q) != len(specs):
+            raise ValueError(f"this module has {len(specs)} output(s), got {len(y_q)}")
+        return self._select(
+            [spec.dequant(np.asarray(v, dtype=np.int64)).astype(np.float64) for spec, v in zip(specs, y_q)]
+        )
 
-    def _check_quantized_input(self, x_q: Any) -> np.ndarray:
+    def _check_quantized_input(self, x_q: Any, index: int) -> np.ndarray:
         x_q = np.asarray(x_q)
         if x_q.dtype.kind not in "iu":
             raise ValueError(f"quantized input must be integers, got dtype {x_q.dtype}: use quantize_input")
-        if x_q.ndim != 2 or x_q.shape[1] != self.n_features_in:
-            raise ValueError(f"expected quantized input of shape (n_samples, {self.n_features_in}), got {x_q.shape}")
-        qmin, qmax = self.input_quantizer.options.qmin, self.input_quantizer.options.qmax
-        if x_q.size and (x_q.min() < qmin or x_q.max() > qmax):
-            raise ValueError(f"quantized input must lie in [{qmin}, {qmax}], got [{x_q.min()}, {x_q.max()}]")
+        self._check_shape(x_q, index, "quantized input")
+        options = self.input_quantizers[index].options
+        if x_q.size and (x_q.min() < options.qmin or x_q.max() > options.qmax):
+            raise ValueError(
+                f"quantized input must lie in [{options.qmin}, {options.qmax}], got [{x_q.min()}, {x_q.max()}]"
+            )
         return x_q.astype(np.int64)
 
     def quantized_forward(
-        self, x_q: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1, progress: bool | None = None
-    ) -> np.ndarray:
-        """Run the integer graph on quantized rows.
+        self, *x_q: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1, progress: bool | None = None
+    ) -> Any:
+        """Run the integer graph on quantized rows (one array per input).
 
         ``"disable"`` is vectorized over the batch; ``"simulate"`` and ``"execute"`` run one
         row per circuit call (FHE does not batch), ``"execute"`` with real encryption,
-        parallel over rows with ``n_jobs`` threads.
+        parallel over rows with ``n_jobs`` threads. Returns one array per output (a tuple
+        for several outputs).
         """
         mode = validate_fhe_mode(fhe)
         self._check_calibrated()
-        x_q = self._check_quantized_input(x_q)
+        if len(x_q) != self.n_inputs:
+            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(x_q)}")
+        xs = [self._check_quantized_input(v, i) for i, v in enumerate(x_q)]
+        n_rows = {len(v) for v in xs}
+        if len(n_rows) != 1:
+            raise ValueError(f"every input needs the same number of rows, got {sorted(n_rows)}")
         if mode is FheMode.DISABLE:
-            return np.asarray(self._run(x_q, tracing=False), dtype=np.int64)
+            return self._select([np.asarray(v, dtype=np.int64) for v in self._run(xs, tracing=False)])
         if self.fhe_circuit is None:
             raise RuntimeError(f"fhe={mode.value!r} needs a compiled circuit: call compile(X) first")
-        rows = [x_q[i : i + 1] for i in range(len(x_q))]
+        rows = [tuple(v[i : i + 1] for v in xs) for i in range(n_rows.pop())]
         if mode is FheMode.SIMULATE:
-            outs = [self.fhe_circuit.simulate(r) for r in rows]
+            outs = [self.fhe_circuit.simulate(*r) for r in rows]
         else:
             self.keygen()
-            outs = _map_rows(self.fhe_circuit.encrypt_run_decrypt, rows, n_jobs, progress)
-        return np.concatenate(outs, axis=0).astype(np.int64) if outs else np.empty((0,), dtype=np.int64)
+            outs = _map_rows(lambda r: self.fhe_circuit.encrypt_run_decrypt(*r), rows, n_jobs, progress)
+        return self._select(self._stack_rows(outs))
 
-    def forward(self, x: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1) -> np.ndarray:
+    def _stack_rows(self, outs: list[Any]) -> list[np.ndarray]:
+        """Per-row circuit results → one (n_rows, ...) array per output."""
+        if not outs:
+            return [np.empty((0,), dtype=np.int64) for _ in self.output_names]
+        per_output = zip(*[o if isinstance(o, tuple) else (o,) for o in outs])
+        return [np.concatenate([np.asarray(v) for v in values], axis=0).astype(np.int64) for values in per_output]
+
+    def forward(self, *x: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1) -> Any:
         """quantize_input → quantized_forward → dequantize_output."""
-        return self.dequantize_output(self.quantized_forward(self.quantize_input(x), fhe=fhe, n_jobs=n_jobs))
+        x_q = self.quantize_input(*x)
+        y_q = self.quantized_forward(*(x_q if self.n_inputs > 1 else (x_q,)), fhe=fhe, n_jobs=n_jobs)
+        return self.dequantize_output(*(y_q if self.n_outputs > 1 else (y_q,)))
 
     def compile(
         self,
@@ -233,29 +340,45 @@ class QuantizedModule:
         global_p_error: float | None = None,
         verbose: bool = False,
     ) -> fhe.Circuit:
-        """Compile the integer graph to an FHE circuit, traced on (float) ``inputset``.
+        """Compile the integer graph to an FHE circuit, traced on (float) ``inputset``: an
+        array, or a tuple of arrays for a module of several inputs.
 
         Without ``configuration``, ``p_error`` or ``global_p_error``, the whole run may be
         wrong with probability ``DEFAULT_GLOBAL_P_ERROR`` (1e-7), so execute and simulate
         agree with the integer graph in practice.
         """
-        x_q = self.quantize_input(inputset)
-        if len(x_q) == 0:
+        arrays = inputset if self.n_inputs > 1 and isinstance(inputset, (tuple, list)) else (inputset,)
+        x_q = self.quantize_input(*arrays)
+        x_q = list(x_q) if self.n_inputs > 1 else [x_q]
+        if len(x_q[0]) == 0:
             raise ValueError("compile needs at least one row in the inputset")
-        step = max(1, len(x_q) // MAX_INPUTSET_ROWS)
-        qopt = self.input_quantizer.options
-        extremes = [np.full((1, x_q.shape[1]), v, dtype=np.int64) for v in (qopt.qmin, qopt.qmax)]
-        samples = [x_q[i : i + 1] for i in range(0, len(x_q), step)] + extremes
+        step = max(1, len(x_q[0]) // MAX_INPUTSET_ROWS)
+        samples = [tuple(v[i : i + 1] for v in x_q) for i in range(0, len(x_q[0]), step)]
+        # the extremes of every input, so the traced graph sees the whole integer range
+        for attr in ("qmin", "qmax"):
+            samples.append(
+                tuple(
+                    np.full((1, *v.shape[1:]), getattr(q.options, attr), dtype=np.int64)
+                    for v, q in zip(x_q, self.input_quantizers)
+                )
+            )
+        if self.n_inputs == 1:
+            samples = [s[0] for s in samples]
 
-        def circuit(x: Any) -> Any:
-            return self._run(x, tracing=True)
+        parameters = [f"x{i}" if self.n_inputs > 1 else "x" for i in range(self.n_inputs)]
 
+        def circuit(**traced: Any) -> Any:  # concrete passes the inputs by parameter name
+            return self._select(self._run([traced[n] for n in parameters], tracing=True))
+
+        circuit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in parameters]
+        )
         if configuration is None and p_error is None and global_p_error is None:
             global_p_error = DEFAULT_GLOBAL_P_ERROR
         kwargs = {k: v for k, v in {"p_error": p_error, "global_p_error": global_p_error}.items() if v is not None}
         start = time.perf_counter()
         try:
-            compiled = fhe.Compiler(circuit, {"x": "encrypted"}).compile(
+            compiled = fhe.Compiler(circuit, dict.fromkeys(parameters, "encrypted")).compile(
                 samples, configuration=configuration, verbose=verbose, **kwargs
             )
         except RuntimeError as err:
@@ -278,6 +401,10 @@ class QuantizedModule:
         self.fhe_circuit.keygen(force=force)
         self.timings["keygen"] = time.perf_counter() - start
         return self.timings["keygen"]
+
+
+def _elementwise(op: QuantizedOp) -> bool:
+    return op.is_univariate or op.is_elementwise
 
 
 def _map_rows(fn: Callable, rows: list, n_jobs: int | None, progress: bool | None) -> list:

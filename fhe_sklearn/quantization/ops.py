@@ -15,6 +15,7 @@ from .quantizers import (
     UniformQuantizer,
     check_n_bits,
 )
+from .registry import register_op
 
 
 def _interval_matmul(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +28,7 @@ def _interval_matmul(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tup
     return np.minimum(a, b).sum(axis=0), np.maximum(a, b).sum(axis=0)
 
 
+@register_op
 class QuantizedGemm(QuantizedOp):
     """Encrypted × clear matrix product plus bias: ``y = x @ weight + bias``.
 
@@ -45,6 +47,9 @@ class QuantizedGemm(QuantizedOp):
         this many bits (accumulator-aware quantization: 0 extra PBS, no overflow possible).
         If None, an accumulator over 16 bits is an error.
     """
+
+    op_type = "Gemm"
+    n_bits_role = "op_weights"
 
     def __init__(
         self,
@@ -117,8 +122,11 @@ class QuantizedGemm(QuantizedOp):
         return hint_range(x @ self.weight_q, *self.product_range) + self.bias_q
 
 
+@register_op
 class QuantizedMatMul(QuantizedGemm):
     """Encrypted × clear matrix product without bias."""
+
+    op_type = "MatMul"
 
     def __init__(self, name: str, weight: np.ndarray, n_bits: int = 8, **kwargs: Any) -> None:
         super().__init__(name, weight, None, n_bits, **kwargs)
@@ -129,6 +137,7 @@ class QuantizedUnivariateOp(QuantizedOp):
     dequantize, apply ``_f``, re-quantize the result to ``n_bits`` (calibrated)."""
 
     is_univariate = True
+    n_bits_role = "op_inputs"
 
     def __init__(self, name: str, n_bits: int = 8, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
@@ -164,28 +173,41 @@ class QuantizedUnivariateOp(QuantizedOp):
         return self.output_quantizer.quant_traceable(y)
 
 
+@register_op
 class QuantizedRelu(QuantizedUnivariateOp):
+    op_type = "Relu"
+
     def _f(self, x: Any) -> Any:
         return np.maximum(x, 0)
 
 
+@register_op
 class QuantizedSigmoid(QuantizedUnivariateOp):
+    op_type = "Sigmoid"
+
     def _f(self, x: Any) -> Any:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+@register_op
 class QuantizedAbs(QuantizedUnivariateOp):
+    op_type = "Abs"
+
     def _f(self, x: Any) -> Any:
         return np.abs(x)
 
 
+@register_op
 class QuantizedIdentity(QuantizedUnivariateOp):
     """Re-quantization to ``n_bits`` (one TLU); with ``n_bits=None``, a free pass-through."""
+
+    op_type = "Identity"
 
     def __init__(self, name: str, n_bits: int | None = None, *, inputs: list[str] | None = None) -> None:
         QuantizedOp.__init__(self, name, inputs=inputs)
         self.n_bits = None if n_bits is None else check_n_bits(n_bits)
         self.is_univariate = n_bits is not None
+        self.is_elementwise = n_bits is None
 
     def _f(self, x: Any) -> Any:
         return x
@@ -195,12 +217,14 @@ class QuantizedIdentity(QuantizedUnivariateOp):
             return self.input_specs[0]
         return super()._calibrate(float_output, x)
 
-    def q_impl(self, q: Any) -> Any:
-        return q if self.n_bits is None else self.univariate_fn(q)
+    def univariate_fn(self, q: Any) -> Any:
+        return q if self.n_bits is None else super().univariate_fn(q)
 
 
 class _QuantizedComparison(QuantizedUnivariateOp):
     """``x <op> threshold`` against clear constant(s): a 0/1 encrypted result, one TLU."""
+
+    n_bits_role = None
 
     def __init__(self, name: str, threshold: Any, *, inputs: list[str] | None = None) -> None:
         QuantizedOp.__init__(self, name, inputs=inputs)
@@ -220,31 +244,47 @@ class _QuantizedComparison(QuantizedUnivariateOp):
         return self._compare((q - spec.zero_point) * spec.scale).astype(np.int64)
 
 
+@register_op
 class QuantizedLess(_QuantizedComparison):
+    op_type = "Less"
+
     def _compare(self, x: Any) -> Any:
         return x < self.threshold
 
 
+@register_op
 class QuantizedLessOrEqual(_QuantizedComparison):
+    op_type = "LessOrEqual"
+
     def _compare(self, x: Any) -> Any:
         return x <= self.threshold
 
 
+@register_op
 class QuantizedGreater(_QuantizedComparison):
+    op_type = "Greater"
+
     def _compare(self, x: Any) -> Any:
         return x > self.threshold
 
 
+@register_op
 class QuantizedGreaterOrEqual(_QuantizedComparison):
+    op_type = "GreaterOrEqual"
+
     def _compare(self, x: Any) -> Any:
         return x >= self.threshold
 
 
+@register_op
 class QuantizedEqual(_QuantizedComparison):
+    op_type = "Equal"
+
     def _compare(self, x: Any) -> Any:
         return x == self.threshold
 
 
+@register_op
 class QuantizedAdd(QuantizedOp):
     """Sum of an encrypted input and a clear constant, or of two encrypted inputs.
 
@@ -252,9 +292,13 @@ class QuantizedAdd(QuantizedOp):
     different grids, the second is re-scaled to the first's grid with one TLU per element.
     """
 
+    op_type = "Add"
+
     def __init__(self, name: str, constant: Any = None, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
         self.constant = None if constant is None else np.asarray(constant, dtype=np.float64)
+        # adding a constant is elementwise: it fuses into a neighbouring lookup for free
+        self.is_elementwise = self.constant is not None
         expected = 1 if self.constant is not None else 2
         if len(self.inputs) != expected:
             raise ValueError(f"QuantizedAdd '{name}' needs {expected} encrypted input(s), got {self.inputs}")
@@ -279,17 +323,23 @@ class QuantizedAdd(QuantizedOp):
             return q - b.zero_point
         return np.rint((q - b.zero_point) * self.ratio).astype(np.int64)
 
+    def univariate_fn(self, q: Any) -> Any:
+        return q + self.constant_q
+
     def q_impl(self, *qs: Any) -> Any:
         if self.constant is not None:
-            return qs[0] + self.constant_q
+            return self.univariate_fn(qs[0])
         a, b = self.input_specs
         left = hint_range(qs[0] - a.zero_point, a.lo - a.zero_point, a.hi - a.zero_point)
         right = hint_range(self._rescaled(qs[1]), self._rescaled(b.lo), self._rescaled(b.hi))
         return left + right
 
 
+@register_op
 class QuantizedReshape(QuantizedOp):
     """Reshape of one sample (the batch axis is kept); no PBS."""
+
+    op_type = "Reshape"
 
     def __init__(self, name: str, shape: tuple[int, ...], *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)

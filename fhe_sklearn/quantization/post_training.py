@@ -8,34 +8,23 @@ from typing import Any
 
 import numpy as np
 
+from .graph import GraphBuilder
 from .module import QuantizedModule
-from .ops import (
-    QuantizedAbs,
-    QuantizedAdd,
-    QuantizedEqual,
-    QuantizedGemm,
-    QuantizedGreater,
-    QuantizedGreaterOrEqual,
-    QuantizedIdentity,
-    QuantizedLess,
-    QuantizedLessOrEqual,
-    QuantizedMatMul,
-    QuantizedRelu,
-    QuantizedReshape,
-    QuantizedSigmoid,
-)
 from .quantizers import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizer, check_n_bits
+from .registry import OP_REGISTRY
 
-_WEIGHTED = {"gemm": QuantizedGemm, "matmul": QuantizedMatMul}
-_ACTIVATIONS = {"relu": QuantizedRelu, "sigmoid": QuantizedSigmoid, "abs": QuantizedAbs, "identity": QuantizedIdentity}
-_COMPARISONS = {
-    "less": QuantizedLess,
-    "less_equal": QuantizedLessOrEqual,
-    "greater": QuantizedGreater,
-    "greater_equal": QuantizedGreaterOrEqual,
-    "equal": QuantizedEqual,
-}
-LAYER_TYPES = sorted([*_WEIGHTED, *_ACTIVATIONS, *_COMPARISONS, "add", "reshape"])
+#: snake_case layer names whose registered op type is not just the name in CamelCase
+_LAYER_ALIASES = {"less_equal": "LessOrEqual", "greater_equal": "GreaterOrEqual"}
+
+
+def layer_op_type(kind: Any) -> str | None:
+    """The registered op type of a layer ``"type"`` (``"gemm"`` → ``"Gemm"``), or None."""
+    if not isinstance(kind, str):
+        return None
+    if kind in _LAYER_ALIASES:
+        return _LAYER_ALIASES[kind]
+    by_lower = {t.lower(): t for t in OP_REGISTRY}
+    return by_lower.get(kind.replace("_", "").lower())
 
 
 def resolve_n_bits(n_bits: Any, keys: Sequence[str] = ("op_inputs", "op_weights")) -> dict[str, int]:
@@ -83,40 +72,25 @@ class PostTrainingQuantizer:
         self.n_bits = n_bits
         self.max_accumulator_bits = max_accumulator_bits
 
-    def build_op(self, index: int, layer: Mapping[str, Any], inputs: list[str]) -> Any:
-        bits = resolve_n_bits(self.n_bits)
-        params = dict(layer)
-        kind = params.pop("type", None)
-        name = params.pop("name", f"{kind}_{index}")
-        if kind in _WEIGHTED:
-            return _WEIGHTED[kind](
-                name=name,
-                inputs=inputs,
-                n_bits=bits["op_weights"],
-                max_accumulator_bits=self.max_accumulator_bits,
-                **params,
-            )
-        if kind in _ACTIVATIONS:
-            return _ACTIVATIONS[kind](name=name, inputs=inputs, n_bits=params.pop("n_bits", bits["op_inputs"]))
-        if kind in _COMPARISONS:
-            return _COMPARISONS[kind](name=name, inputs=inputs, threshold=params["threshold"])
-        if kind == "add":
-            return QuantizedAdd(name=name, inputs=inputs, constant=params["constant"])
-        if kind == "reshape":
-            return QuantizedReshape(name=name, inputs=inputs, shape=params["shape"])
-        raise ValueError(f"layer {index}: unknown type {kind!r}; known types: {LAYER_TYPES}")
-
     def quantize_module(self, layers: Sequence[Mapping[str, Any]], calibration_data: Any) -> QuantizedModule:
         """Quantize ``layers`` (dicts with a ``"type"`` and its parameters), applied in order."""
         x = np.asarray(calibration_data, dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"calibration data must be 2-D (n_samples, n_features), got shape {x.shape}")
         bits = resolve_n_bits(self.n_bits)
-        ops, previous = [], "input"
+        builder = GraphBuilder()
+        builder.input(input_quantizer(x, bits["op_inputs"]))
         for index, layer in enumerate(layers):
-            op = self.build_op(index, layer, [previous])
-            ops.append(op)
-            previous = op.name
-        module = QuantizedModule(input_quantizer(x, bits["op_inputs"]), ops)
-        module.calibrate(x)
-        return module
+            params = dict(layer)
+            kind = params.pop("type", None)
+            op_type = layer_op_type(kind)
+            if op_type is None:
+                known = sorted({t.lower() for t in OP_REGISTRY} | set(_LAYER_ALIASES))
+                raise ValueError(f"layer {index}: unknown type {kind!r}; known types: {known}")
+            role = OP_REGISTRY[op_type].n_bits_role
+            if role is not None:
+                params.setdefault("n_bits", bits[role])
+            if role == "op_weights":
+                params.setdefault("max_accumulator_bits", self.max_accumulator_bits)
+            builder.add(op_type, name=params.pop("name", f"{kind}_{index}"), **params)
+        return builder.build(x)
