@@ -13,8 +13,9 @@ import ast
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -232,15 +233,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run() -> None:
-    """Console entry point: ``main`` with a trustworthy exit status.
+def exit_with_status(entry_point: Callable[[], Any]) -> NoReturn:
+    """Call ``entry_point`` and leave the process with its real exit status.
 
     concrete's runtime sets the process exit status to 0 at interpreter exit once a circuit
-    has run, so leave with the real status explicitly.
+    has run, so a failure after a circuit ran would look like success: leave explicitly.
+    A ``SystemExit`` with a message prints it and exits 1; any other exception prints its
+    traceback and exits 1.
     """
     status = 0
     try:
-        main()
+        entry_point()
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
@@ -253,6 +256,11 @@ def run() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def run() -> None:
+    """Console entry point: ``main`` with a trustworthy exit status."""
+    exit_with_status(main)
 
 
 def main(argv: list[str] | None = None) -> Any:

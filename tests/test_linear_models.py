@@ -140,8 +140,9 @@ def test_pipeline_gridsearch_and_clone(cancer, scaled_cancer):
     pipe = Pipeline([("scaler", StandardScaler()), ("clf", LogisticRegression(n_bits=6))]).fit(X_train, y_train)
     assert accuracy_score(y_test, pipe.predict(X_test)) > 0.93
     search = GridSearchCV(LogisticRegression(), {"n_bits": [2, 4, 6, 8]}, cv=3).fit(scaled_cancer[0], scaled_cancer[2])
-    assert search.best_params_["n_bits"] in (2, 4, 6, 8)
-    assert len(search.cv_results_["mean_test_score"]) == 4
+    scores = dict(zip(search.cv_results_["param_n_bits"], search.cv_results_["mean_test_score"]))
+    # n_bits reaches the cloned estimators: 2-bit inputs and weights lose most of the accuracy
+    assert scores[8] > scores[2] + 0.3 and search.best_params_["n_bits"] != 2
     assert search.best_estimator_.quantized_module_.input_quantizer.options.n_bits == search.best_params_["n_bits"]
     copy = clone(LogisticRegression(n_bits={"op_inputs": 5, "op_weights": 3}, C=0.5))
     assert copy.get_params()["n_bits"] == {"op_inputs": 5, "op_weights": 3} and copy.C == 0.5
@@ -191,6 +192,15 @@ def test_from_sklearn_model(scaled_cancer):
         LogisticRegression.from_sklearn_model(sk_linear.Ridge().fit(X_train, y_train), X_train)
 
 
-def test_top_level_exports():
-    for name in fhe_sklearn.__all__:
-        assert hasattr(fhe_sklearn, name)
+def test_top_level_exports_every_family_estimator():
+    from fhe_sklearn import ensemble, glm, linear_model, neural_net, svm, tree, xgb
+
+    families = (linear_model, glm, svm, tree, ensemble, xgb, neural_net)
+    expected = {name: module for module in families for name in module.__all__}
+    assert set(expected) <= set(fhe_sklearn.__all__)
+    for name, module in expected.items():
+        cls = getattr(fhe_sklearn, name)
+        assert cls is getattr(module, name)
+        # an unfitted estimator that sklearn can clone, with its FHE parameters
+        params = clone(cls()).get_params()
+        assert "n_bits" in params or "module__n_a_bits" in params
