@@ -1,0 +1,137 @@
+"""Scripts written the way Concrete ML's documentation calls its API, run against fhe_sklearn.
+
+Each test uses Concrete ML's call shapes (keyword names, argument order, attribute names) and
+checks the behaviour against our own references, not against copied outputs.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from concrete import fhe
+from sklearn.exceptions import NotFittedError
+
+from fhe_sklearn import LogisticRegression, RandomForestClassifier
+from fhe_sklearn.quantization.compile_options import DEFAULT_GLOBAL_P_ERROR, resolve_compile_options
+
+
+@pytest.fixture(scope="module")
+def small_forest(cancer):
+    X_train, X_test, y_train, y_test = cancer
+    model = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X_train, y_train)
+    return model, X_train, X_test, y_test
+
+
+# -- compile(X, configuration, show_mlir, p_error, global_p_error, verbose) -------------------
+def test_configuration_keeps_the_default_error_budget(small_forest):
+    model, X_train, *_ = small_forest
+    default = model.compile(X_train)
+    # a configuration that sets no error probability must not fall back to concrete's 1e-5
+    configured = model.compile(X_train, configuration=fhe.Configuration())
+    assert configured.global_p_error <= DEFAULT_GLOBAL_P_ERROR
+    assert configured.p_error == pytest.approx(default.p_error)
+
+
+@pytest.mark.parametrize("where", ["argument", "configuration"])
+@pytest.mark.parametrize("name", ["p_error", "global_p_error"])
+def test_user_error_budget_is_respected(small_forest, where, name):
+    model, X_train, *_ = small_forest
+    kwargs = {"configuration": fhe.Configuration(**{name: 1e-3})} if where == "configuration" else {name: 1e-3}
+    circuit = model.compile(X_train, **kwargs)
+    # much looser than the default budget, within the user's
+    assert 100 * DEFAULT_GLOBAL_P_ERROR < getattr(circuit, name) <= 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"p_error": 1e-3, "global_p_error": 1e-3},
+        {"configuration": fhe.Configuration(p_error=1e-3, global_p_error=1e-3)},
+        {"configuration": fhe.Configuration(p_error=1e-3), "global_p_error": 1e-3},
+    ],
+    ids=["arguments", "configuration", "mixed"],
+)
+def test_p_error_and_global_p_error_together_raise(small_forest, kwargs):
+    model, X_train, *_ = small_forest
+    with pytest.raises(ValueError, match=r"either p_error .* or global_p_error"):
+        model.compile(X_train, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"p_error": 0.0}, {"global_p_error": 1.5}, {"p_error": "1e-3"}])
+def test_error_probability_must_be_a_probability(kwargs):
+    with pytest.raises(ValueError, match="must be a probability"):
+        resolve_compile_options(**kwargs)
+
+
+def test_argument_contradicting_configuration_raises():
+    with pytest.raises(ValueError, match=r"contradicts configuration\.p_error"):
+        resolve_compile_options(fhe.Configuration(p_error=1e-3), p_error=1e-4)
+
+
+def test_user_configuration_is_not_modified():
+    configuration = fhe.Configuration()
+    resolve_compile_options(configuration, p_error=1e-3, show_mlir=True)
+    assert configuration.p_error is None and configuration.show_mlir is None
+
+
+def test_show_mlir_prints_the_circuit(scaled_cancer, capsys):
+    X_train, _, y_train, _ = scaled_cancer
+    model = LogisticRegression(n_bits=4).fit(X_train, y_train)
+    model.compile(X_train)
+    assert "func.func" not in capsys.readouterr().out
+    model.compile(X_train, show_mlir=True)
+    out = capsys.readouterr().out
+    assert "MLIR" in out and "func.func @circuit" in out and "FHE." in out
+
+
+def test_compiler_failure_never_dumps_into_the_working_directory(scaled_cancer, tmp_path, monkeypatch):
+    from concrete.fhe.compilation import module_compiler
+
+    X_train, _, y_train, _ = scaled_cancer
+    model = LogisticRegression(n_bits=4).fit(X_train, y_train)
+
+    def failing_backend(*args, **kwargs):
+        raise RuntimeError("simulated backend failure")
+
+    monkeypatch.setattr(module_compiler, "FheModule", failing_backend)
+    monkeypatch.chdir(tmp_path)
+    # our default configuration asks for no dump at all
+    with pytest.raises(RuntimeError, match="simulated backend failure") as info:
+        model.compile(X_train)
+    assert "debug artifacts" not in str(info.value)
+    # concrete's Configuration() asks for one: it goes to a temporary directory, named
+    with pytest.raises(RuntimeError, match="debug artifacts: ") as info:
+        model.compile(X_train, configuration=fhe.Configuration())
+    dumped = Path(re.search(r"debug artifacts: (\S+)", str(info.value)).group(1))
+    try:
+        assert (dumped / "traceback.txt").exists()
+        assert tmp_path not in dumped.parents
+    finally:
+        shutil.rmtree(dumped)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- is_fitted / is_compiled / check_model_is_* / n_classes_ / target_classes_ ---------------
+def test_fitted_and_compiled_state(scaled_wine):
+    X_train, X_test, y_train, _ = scaled_wine
+    model = LogisticRegression(n_bits=4)
+    assert not model.is_fitted and not model.is_compiled
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        model.check_model_is_fitted()
+    with pytest.raises(NotFittedError):
+        model.check_model_is_compiled()
+    assert not hasattr(model, "n_classes_")
+    model.fit(X_train, y_train)
+    assert model.is_fitted and not model.is_compiled
+    model.check_model_is_fitted()
+    with pytest.raises(RuntimeError, match=r"not compiled yet: call compile\(X\)"):
+        model.check_model_is_compiled()
+    model.compile(X_train)
+    assert model.is_compiled
+    model.check_model_is_compiled()
+    assert model.n_classes_ == 3
+    np.testing.assert_array_equal(model.target_classes_, np.unique(y_train))
+    labels = model.target_classes_[np.argmax(model.predict_proba(X_test), axis=1)]
+    np.testing.assert_array_equal(labels, model.predict(X_test))
