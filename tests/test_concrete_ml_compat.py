@@ -14,6 +14,14 @@ from concrete import fhe
 from sklearn.exceptions import NotFittedError
 
 from fhe_sklearn import LogisticRegression, RandomForestClassifier
+from fhe_sklearn.quantization import (
+    MinMaxQuantizationStats,
+    QuantizationOptions,
+    QuantizedArray,
+    UniformQuantizationParameters,
+    UniformQuantizer,
+)
+from fhe_sklearn.quantization.bins import ThresholdBinQuantizer
 from fhe_sklearn.quantization.compile_options import DEFAULT_GLOBAL_P_ERROR, resolve_compile_options
 
 
@@ -135,3 +143,87 @@ def test_fitted_and_compiled_state(scaled_wine):
     np.testing.assert_array_equal(model.target_classes_, np.unique(y_train))
     labels = model.target_classes_[np.argmax(model.predict_proba(X_test), axis=1)]
     np.testing.assert_array_equal(labels, model.predict(X_test))
+
+
+# -- quantizer introspection and construction from options / stats / params -----------------
+def test_quantizer_built_from_parameter_sets_as_concrete_ml_documents(quantization_reference):
+    ref = quantization_reference
+    values = np.asarray(ref["input_A"])
+    for case in ref["cases"]:
+        q_A = QuantizedArray(case["n_bits"], values, is_signed=case["is_signed"], is_symmetric=case["is_symmetric"])
+        quantizer = q_A.quantizer
+        assert (quantizer.n_bits, quantizer.is_signed, quantizer.is_symmetric) == (
+            case["n_bits"],
+            case["is_signed"],
+            case["is_symmetric"],
+        )
+        assert int(quantizer.zero_point) == case["zero_point"]
+        assert quantizer.offset == (2 ** (case["n_bits"] - 1) if case["is_signed"] else 0)
+
+        # options + stats → params → quantizer, step by step
+        options = QuantizationOptions(case["n_bits"], is_signed=case["is_signed"], is_symmetric=case["is_symmetric"])
+        stats = MinMaxQuantizationStats()
+        stats.compute_quantization_stats(values)
+        params = UniformQuantizationParameters()
+        params.compute_quantization_parameters(options, stats)
+        rebuilt = UniformQuantizer(options, stats, params)
+        assert rebuilt.quant(values).tolist() == case["qvalues"]
+        assert params.offset == quantizer.offset
+
+        # integers out of a circuit, de-quantized with another quantizer's parameter sets
+        q_values = np.array([0, 1, 2, 3, -1]) if case["is_signed"] else np.array([0, 1, 2, 3, 7])
+        dequantized = QuantizedArray(
+            quantizer.n_bits,
+            q_values,
+            value_is_float=False,
+            options=quantizer.quant_options,
+            stats=quantizer.quant_stats,
+            params=quantizer.quant_params,
+        ).dequant()
+        np.testing.assert_allclose(dequantized, float(quantizer.scale) * (q_values - int(quantizer.zero_point)))
+
+
+def test_parameter_set_copies_are_independent():
+    qa = QuantizedArray(4, np.array([0.0, 1.5]))
+    params = qa.quantizer.quant_params
+    params.scale = params.scale * 2
+    options = qa.quantizer.quant_options
+    options.n_bits = 8
+    assert qa.n_bits == 4 and float(qa.scale) == pytest.approx(0.1)
+
+
+def test_every_quantizer_is_introspectable(cancer):
+    X_train, _, y_train, _ = cancer
+    splits = RandomForestClassifier(n_estimators=2, max_depth=2, quantization="splits", random_state=0)
+    linear = LogisticRegression(n_bits=6, max_iter=5000)
+    quantizers = {
+        "unsigned": UniformQuantizer(QuantizationOptions(5), MinMaxQuantizationStats(-1.0, 3.0)),
+        "signed": UniformQuantizer(QuantizationOptions(5, is_signed=True), MinMaxQuantizationStats(-1.0, 3.0)),
+        "symmetric": QuantizedArray(5, [-1.0, 3.0], is_signed=True, is_symmetric=True),
+        "linear input": linear.fit(X_train, y_train).quantized_module_.input_quantizer,
+        "split bins": splits.fit(X_train, y_train).quantized_module_.input_quantizer,
+    }
+    assert isinstance(quantizers["split bins"], ThresholdBinQuantizer)
+    for name, q in quantizers.items():
+        inner = q.quantizer if isinstance(q, QuantizedArray) else q
+        grid = np.arange(inner.options.qmin, inner.options.qmax + 1)
+        # the attributes describe the grid the quantizer really produces
+        assert len(grid) <= 2**q.n_bits, name
+        assert (grid.min() < 0) == q.is_signed, name
+        assert np.all(grid + q.offset >= 0) and np.all(grid + q.offset < 2**q.n_bits), name
+        assert q.is_symmetric == (name == "symmetric"), name
+        assert np.all(np.asarray(q.scale) > 0), name
+        if q.is_symmetric:
+            assert np.all(np.asarray(q.zero_point) == 0), name
+    split_q = quantizers["split bins"]
+    assert split_q.n_bits == split_q.options.n_bits and split_q.offset == 0
+
+
+def test_bad_parameter_sets_raise():
+    options = QuantizationOptions(4, is_signed=True)
+    with pytest.raises(TypeError, match="params must be a UniformQuantizationParameters"):
+        UniformQuantizer(options, None, 0.5)
+    with pytest.raises(ValueError, match="offset"):
+        UniformQuantizer(options, params=UniformQuantizationParameters(0.5, 0, offset=0))
+    with pytest.raises(ValueError, match="contradict options"):
+        QuantizedArray(5, [0.0, 1.0], options=QuantizationOptions(4))
