@@ -39,11 +39,16 @@ class FHEEstimatorMixin:
     _extra_params: ClassVar[dict[str, Any]] = {}
     #: None: as the float model; False where the FHE lowering supports one output only
     _multi_output: ClassVar[bool | None] = None
+    #: float-model parameters whose default differs from scikit-learn's (documented per class)
+    _default_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_sklearn_class" in cls.__dict__ and "__init__" not in cls.__dict__:
-            parameters = _float_parameters(cls._sklearn_class)
+            parameters = [
+                p.replace(default=cls._default_overrides[p.name]) if p.name in cls._default_overrides else p
+                for p in _float_parameters(cls._sklearn_class)
+            ]
             cls._float_param_names = tuple(p.name for p in parameters)
             extra = {"n_bits": cls._default_n_bits, **cls._extra_params}
             cls.__init__ = _stored_params_init(cls._sklearn_class, parameters, extra)
@@ -89,7 +94,7 @@ class FHEEstimatorMixin:
             raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
         params = {k: v for k, v in sklearn_model.get_params().items() if k in cls._float_param_names}
         model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits)
-        resolve_n_bits(model.n_bits, model._n_bits_keys)
+        model._check_fhe_params()
         X = validate_data(model, X, dtype=np.float64)
         if X.shape[1] != sklearn_model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {sklearn_model.n_features_in_}")
