@@ -10,10 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xgboost
 from concrete import fhe
-from sklearn.exceptions import NotFittedError
+from sklearn.ensemble import RandomForestClassifier as SkRandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.tree import DecisionTreeClassifier as SkDecisionTreeClassifier
 
-from fhe_sklearn import LogisticRegression, RandomForestClassifier
+from fhe_sklearn import (
+    DecisionTreeClassifier,
+    LogisticRegression,
+    RandomForestClassifier,
+    SGDClassifier,
+    XGBClassifier,
+)
 from fhe_sklearn.quantization import (
     MinMaxQuantizationStats,
     QuantizationOptions,
@@ -23,6 +34,7 @@ from fhe_sklearn.quantization import (
 )
 from fhe_sklearn.quantization.bins import ThresholdBinQuantizer
 from fhe_sklearn.quantization.compile_options import DEFAULT_GLOBAL_P_ERROR, resolve_compile_options
+from fhe_sklearn.search_parameters import MIN_P_ERROR, BinarySearch
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +239,119 @@ def test_bad_parameter_sets_raise():
         UniformQuantizer(options, params=UniformQuantizationParameters(0.5, 0, offset=0))
     with pytest.raises(ValueError, match="contradict options"):
         QuantizedArray(5, [0.0, 1.0], options=QuantizationOptions(4))
+
+
+# -- defaults aligned with Concrete ML -------------------------------------------------------
+def test_sgd_classifier_defaults_to_log_loss(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
+    model = SGDClassifier(random_state=0).fit(X_train, y_train)
+    assert model.loss == "log_loss" and model.sklearn_model_.loss == "log_loss"
+    proba = model.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.mean(np.argmax(proba, axis=1) == model.sklearn_model_.predict(X_test)) >= 0.95
+    assert not hasattr(SGDClassifier(loss="hinge"), "predict_proba")
+
+
+def test_forest_from_sklearn_model_without_x(cancer):
+    X_train, X_test, y_train, _ = cancer
+    float_forest = SkRandomForestClassifier(n_estimators=4, max_depth=4, random_state=0).fit(X_train, y_train)
+    with_x = RandomForestClassifier.from_sklearn_model(float_forest, X_train, n_bits=6)
+    without_x = RandomForestClassifier.from_sklearn_model(float_forest, n_bits=6)
+    # the input grid spans the split thresholds: the same grid on every feature a split reads
+    used = np.unique(np.concatenate([t.tree_.feature[t.tree_.feature >= 0] for t in float_forest.estimators_]))
+    q_with, q_without = with_x.quantized_module_.input_quantizer, without_x.quantized_module_.input_quantizer
+    np.testing.assert_array_equal(q_with.scale[used], q_without.scale[used])
+    np.testing.assert_array_equal(q_with.zero_point[used], q_without.zero_point[used])
+    np.testing.assert_array_equal(without_x.predict_proba(X_test), with_x.predict_proba(X_test))
+    assert np.mean(without_x.predict(X_test) == float_forest.predict(X_test)) >= 0.95
+
+
+def test_xgb_from_sklearn_model_without_x(wine):
+    X_train, X_test, y_train, _ = wine
+    booster = xgboost.XGBClassifier(n_estimators=5, max_depth=3, random_state=0).fit(X_train, y_train)
+    with_x = XGBClassifier.from_sklearn_model(booster, X_train)
+    without_x = XGBClassifier.from_sklearn_model(booster)
+    # the base margin is recovered from the model's own grid (float32 rounding apart)
+    np.testing.assert_allclose(without_x.base_margin_, with_x.base_margin_, atol=1e-6)
+    np.testing.assert_allclose(without_x.predict_proba(X_test), with_x.predict_proba(X_test), atol=1e-6)
+
+
+def test_from_sklearn_model_without_x_checks_the_model():
+    with pytest.raises(TypeError, match="wraps RandomForestClassifier"):
+        RandomForestClassifier.from_sklearn_model(SkDecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]))
+    with pytest.raises(NotFittedError):
+        RandomForestClassifier.from_sklearn_model(SkRandomForestClassifier())
+    with pytest.raises(ValueError, match="needs X"):
+        LogisticRegression.from_sklearn_model(SkLogisticRegression().fit([[0.0], [1.0]], [0, 1]))
+
+
+def test_tree_n_bits_op_leaves_defaults_to_op_inputs(cancer):
+    X_train, X_test, y_train, _ = cancer
+    params = {"max_depth": 3, "random_state": 0}
+    only_inputs = DecisionTreeClassifier(n_bits={"op_inputs": 5}, **params).fit(X_train, y_train)
+    both = DecisionTreeClassifier(n_bits={"op_inputs": 5, "op_leaves": 5}, **params).fit(X_train, y_train)
+    np.testing.assert_array_equal(only_inputs.predict_proba(X_test), both.predict_proba(X_test))
+    with pytest.raises(ValueError, match="missing: \\['op_inputs'\\]"):
+        DecisionTreeClassifier(n_bits={"op_leaves": 5}).fit(X_train, y_train)
+
+
+# -- p_error search ----------------------------------------------------------------------------
+def test_binary_search_finds_a_looser_p_error_on_a_forest(small_forest):
+    model, X_train, X_test, y_test = small_forest
+    default = model.compile(X_train)
+    default_p_error, default_complexity = default.p_error, default.complexity
+    x, truth = X_test[:40], y_test[:40]
+    search = BinarySearch(
+        estimator=model, predict="predict", metric=accuracy_score, max_iter=4, n_simulation=2, max_metric_loss=0.05
+    )
+    p_error = search.run(x=x, ground_truth=truth, strategy=all)
+    print(f"\nBinarySearch: p_error {p_error:.3g} (default budget: {default_p_error:.3g} per PBS)")
+    assert search.reference_score == accuracy_score(truth, model.predict(x))
+    assert len(search.history) == 5  # the upper bound, then max_iter bisection steps
+    passed = [h for h in search.history if h["match"]]
+    assert p_error == max(h["p_error"] for h in passed)
+    assert all(search.reference_score - s <= 0.05 for h in passed for s in h["scores"])
+    # far looser than the default budget, and the model is left compiled with it
+    assert p_error > 1000 * default_p_error
+    assert default_p_error < model.fhe_circuit.p_error <= p_error
+    # concrete's deterministic cost model: the looser budget buys cheaper parameters
+    assert model.fhe_circuit.complexity < default_complexity
+
+
+def test_binary_search_warns_when_nothing_passes(small_forest):
+    model, _, X_test, y_test = small_forest
+    search = BinarySearch(model, "predict", accuracy_score, max_iter=1, n_simulation=1, max_metric_loss=-1.0)
+    with pytest.warns(ConvergenceWarning, match="no p_error"):
+        p_error = search.run(X_test[:10], y_test[:10])
+    assert p_error == MIN_P_ERROR
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"lower": 0.5, "upper": 0.1}, "lower < upper"),
+        ({"n_simulation": 0}, "n_simulation must be a positive integer"),
+        ({"predict": "transform"}, "no prediction method 'transform'"),
+        ({"save": True}, "needs log_file and directory"),
+    ],
+)
+def test_binary_search_bad_parameters(kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        BinarySearch(LogisticRegression(), **kwargs)
+
+
+@pytest.mark.fhe_execute
+def test_binary_search_latency_gain(small_forest):
+    model, _, X_test, y_test = small_forest
+    search = BinarySearch(estimator=model, predict="predict", metric=accuracy_score, max_iter=3, n_simulation=1)
+    search.run(x=X_test[:30], ground_truth=y_test[:30])
+    report = search.measure_latency(X_test[:30], n_rows=2)
+    print(
+        f"\nBinarySearch: p_error {report.p_error:.3g}; {report.default_ms:.0f} ms/row at the default budget, "
+        f"{report.found_ms:.0f} ms/row at the found p_error ({report.speedup:.2f}x)"
+    )
+    assert report.p_error == search.p_error and report.n_rows == 2
+    assert report.found_complexity < report.default_complexity
+    assert report.default_ms > 0 and report.found_ms > 0
+    # the model stays usable with real encryption at the found p_error
+    assert model.predict(X_test[:1], fhe="execute").tolist() == model.predict(X_test[:1]).tolist()
