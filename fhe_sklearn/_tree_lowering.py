@@ -53,6 +53,7 @@ class FlatTree:
     strict: bool = False
 
     def is_leaf(self, node: int) -> bool:
+        """Whether ``node`` is a leaf."""
         return self.left[node] < 0
 
     def leaf_index(self, X: np.ndarray) -> np.ndarray:
@@ -72,6 +73,7 @@ class FlatTree:
         return nodes
 
     def predict_float(self, X: np.ndarray, n_outputs: int) -> np.ndarray:
+        """This tree's float output for each row of ``X``, placed in its ``columns`` of ``n_outputs``."""
         out = np.zeros((len(X), n_outputs))
         out[:, self.columns] = self.value[self.leaf_index(X)]
         return out

@@ -32,6 +32,7 @@ class FheMode(str, Enum):
 
 
 def validate_fhe_mode(fhe_mode: Any) -> FheMode:
+    """The :class:`FheMode` of ``fhe_mode``; a ValueError listing the choices otherwise."""
     try:
         return FheMode(fhe_mode)
     except ValueError:
@@ -99,10 +100,12 @@ class QuantizedModule:
     # -- structure -------------------------------------------------------------------------
     @property
     def n_inputs(self) -> int:
+        """Number of encrypted inputs of the circuit."""
         return len(self.input_names)
 
     @property
     def n_outputs(self) -> int:
+        """Number of outputs of the circuit."""
         return len(self.output_names)
 
     @property
@@ -121,6 +124,7 @@ class QuantizedModule:
 
     @property
     def input_specs(self) -> list[TensorSpec]:
+        """Each input as a :class:`TensorSpec` (its quantizer's scale, zero point and range)."""
         return [TensorSpec(q.scale, q.zero_point, q.options.qmin, q.options.qmax) for q in self.input_quantizers]
 
     @property
@@ -133,6 +137,7 @@ class QuantizedModule:
 
     @property
     def input_spec(self) -> TensorSpec:
+        """The single input's :class:`TensorSpec` (an error for a module of several inputs)."""
         self._require_single("input", self.n_inputs)
         return self.input_specs[0]
 
