@@ -72,7 +72,7 @@ def test_the_walk_reaches_the_api():
         def new_public_method(self):
             pass
 
-    Undocumented.__module__ = "fhe_sklearn.linear_model"
+    Undocumented.__module__, Undocumented.__qualname__ = "fhe_sklearn.linear_model", "Undocumented"
     fhe_sklearn.linear_model.Undocumented = Undocumented
     try:
         missing = _undocumented()
