@@ -53,6 +53,7 @@ class FlatTree:
     strict: bool = False
 
     def is_leaf(self, node: int) -> bool:
+        """Whether ``node`` is a leaf."""
         return self.left[node] < 0
 
     def leaf_index(self, X: np.ndarray) -> np.ndarray:
@@ -72,6 +73,7 @@ class FlatTree:
         return nodes
 
     def predict_float(self, X: np.ndarray, n_outputs: int) -> np.ndarray:
+        """This tree's float output for each row of ``X``, placed in its ``columns`` of ``n_outputs``."""
         out = np.zeros((len(X), n_outputs))
         out[:, self.columns] = self.value[self.leaf_index(X)]
         return out
@@ -93,6 +95,34 @@ def split_range_quantizer(trees: list[FlatTree], X: np.ndarray, n_bits: int) -> 
             step = (b - a) / max(2**n_bits - 3, 1) if b > a else max(abs(a), 1.0) * 1e-3
             lo[feature], hi[feature] = a - step, b + step
     return UniformQuantizer(QuantizationOptions(n_bits), MinMaxQuantizationStats(lo, hi))
+
+
+def threshold_grid(trees: list[FlatTree], n_features: int) -> np.ndarray:
+    """A calibration set read off the model itself, for ``from_sklearn_model(model, X=None)``.
+
+    Column ``f`` runs through feature ``f``'s distinct split thresholds plus one point beyond
+    each extreme (a tenth of the split span, at least 1e-3 of its magnitude), so every split
+    is on both sides of some row; a feature no tree splits on gets ``[0, 1]``. The input grid of
+    ``quantization="uniform"`` spans the split thresholds and ``"splits"`` bins them, so the
+    quantized model is the one a training set would give, except for the range of unused
+    features (whose values no split reads).
+
+    Returns
+    -------
+    X : ndarray of shape (n_points, n_features)
+        Shorter columns repeat their last point.
+    """
+    columns = []
+    for feature in range(n_features):
+        thresholds = np.unique(_feature_thresholds(trees, feature))
+        if thresholds.size == 0:
+            columns.append(np.array([0.0, 1.0]))
+            continue
+        lo, hi = thresholds[0], thresholds[-1]
+        margin = max((hi - lo) / 10, 1e-3 * max(abs(lo), abs(hi), 1.0))
+        columns.append(np.concatenate([[lo - margin], thresholds, [hi + margin]]))
+    n_points = max(len(c) for c in columns)
+    return np.column_stack([np.pad(c, (0, n_points - len(c)), mode="edge") for c in columns])
 
 
 def threshold_bin_quantizer(trees: list[FlatTree], n_features: int, max_bits: int) -> ThresholdBinQuantizer:

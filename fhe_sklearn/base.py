@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from concrete import fhe
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -38,11 +39,16 @@ class FHEEstimatorMixin:
     _extra_params: ClassVar[dict[str, Any]] = {}
     #: None: as the float model; False where the FHE lowering supports one output only
     _multi_output: ClassVar[bool | None] = None
+    #: float-model parameters whose default differs from scikit-learn's (documented per class)
+    _default_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_sklearn_class" in cls.__dict__ and "__init__" not in cls.__dict__:
-            parameters = _float_parameters(cls._sklearn_class)
+            parameters = [
+                p.replace(default=cls._default_overrides[p.name]) if p.name in cls._default_overrides else p
+                for p in _float_parameters(cls._sklearn_class)
+            ]
             cls._float_param_names = tuple(p.name for p in parameters)
             extra = {"n_bits": cls._default_n_bits, **cls._extra_params}
             cls.__init__ = _stored_params_init(cls._sklearn_class, parameters, extra)
@@ -88,7 +94,7 @@ class FHEEstimatorMixin:
             raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
         params = {k: v for k, v in sklearn_model.get_params().items() if k in cls._float_param_names}
         model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits)
-        resolve_n_bits(model.n_bits, model._n_bits_keys)
+        model._check_fhe_params()
         X = validate_data(model, X, dtype=np.float64)
         if X.shape[1] != sklearn_model.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {sklearn_model.n_features_in_}")
@@ -159,27 +165,91 @@ class FHEEstimatorMixin:
         self,
         X: Any,
         configuration: fhe.Configuration | None = None,
+        show_mlir: bool = False,
         p_error: float | None = None,
         global_p_error: float | None = None,
         verbose: bool = False,
     ) -> fhe.Circuit:
         """Compile the quantized model to an FHE circuit, with ``X`` as the input set.
 
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Representative inputs (e.g. the training set); at most 100 rows are traced.
+        configuration : concrete.fhe.Configuration, optional
+            concrete's options. Its ``p_error``/``global_p_error``, if set, are used.
+        show_mlir : bool
+            Print the circuit's MLIR during compilation.
+        p_error : float, optional
+            Error probability of each programmable bootstrap (PBS).
+        global_p_error : float, optional
+            Error probability of a whole circuit run. Without ``p_error`` or
+            ``global_p_error`` (here or in ``configuration``), ``1e-7``.
+        verbose : bool
+            Print concrete's compilation details.
+
         Returns
         -------
         circuit : concrete.fhe.Circuit
             Also stored as ``fhe_circuit``.
+
+        Raises
+        ------
+        ValueError
+            If both ``p_error`` and ``global_p_error`` are set (arguments or configuration).
         """
-        check_is_fitted(self, "quantized_module_")
+        self.check_model_is_fitted()
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return self.quantized_module_.compile(
-            X, configuration=configuration, p_error=p_error, global_p_error=global_p_error, verbose=verbose
+            X,
+            configuration=configuration,
+            p_error=p_error,
+            global_p_error=global_p_error,
+            verbose=verbose,
+            show_mlir=show_mlir,
         )
 
     @property
     def fhe_circuit(self) -> fhe.Circuit | None:
+        """The compiled concrete circuit, or None before :meth:`compile`."""
         module = getattr(self, "quantized_module_", None)
         return None if module is None else module.fhe_circuit
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the model is fitted (or wrapped, or loaded) and quantized."""
+        return hasattr(self, "quantized_module_")
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether the quantized model has a compiled FHE circuit in this process."""
+        return self.fhe_circuit is not None
+
+    def check_model_is_fitted(self) -> None:
+        """Raise ``sklearn.exceptions.NotFittedError`` unless the model is fitted.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+        """
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(X, y) or from_sklearn_model(...) first"
+            )
+
+    def check_model_is_compiled(self) -> None:
+        """Raise unless the model is fitted and compiled.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the model is not fitted.
+        RuntimeError
+            If it is fitted but not compiled (in this process: circuits are not saved).
+        """
+        self.check_model_is_fitted()
+        if not self.is_compiled:
+            raise RuntimeError(f"this {type(self).__name__} is not compiled yet: call compile(X) first")
 
     def quantize_input(self, X: Any) -> np.ndarray:
         """Float rows → integer rows (client side, in the clear)."""
@@ -203,6 +273,8 @@ class FHEEstimatorMixin:
 
 
 class FHERegressorMixin(FHEEstimatorMixin):
+    """Regressor behaviour: targets from the de-quantized circuit output."""
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Predict targets; ``fhe`` is ``"disable"``, ``"simulate"`` or ``"execute"``.
 
@@ -227,6 +299,18 @@ class FHERegressorMixin(FHEEstimatorMixin):
 
 
 class FHEClassifierMixin(FHEEstimatorMixin):
+    """Classifier behaviour: labels, probabilities and scores decided in the clear."""
+
+    @property
+    def n_classes_(self) -> int:
+        """Number of classes (``len(classes_)``), as Concrete ML's classifiers expose it."""
+        return len(self.classes_)
+
+    @property
+    def target_classes_(self) -> np.ndarray:
+        """The class labels (``classes_``), under Concrete ML's name."""
+        return self.classes_
+
     def _float_model_has_proba(self) -> bool:
         # e.g. SGDClassifier has predict_proba only for some losses; LinearSVC never
         return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")

@@ -107,6 +107,7 @@ def _make_model(name: str, n_bits: int | None, params: dict[str, Any]) -> Any:
 
 
 def demo(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fit, compile and run real encrypted predictions for the demo models; one result row per model."""
     if args.n_samples < 1:
         raise SystemExit("--n-samples must be at least 1: the demo runs real encrypted predictions")
     X, y = load_dataset(args.dataset, args.target)
@@ -216,6 +217,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
+    """The demo result rows as a markdown table."""
     columns = [
         ("model", "model", "{}"),
         ("metric", "metric", "{}"),
@@ -264,6 +266,7 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
+    """Parse the command line (``argv``, default ``sys.argv[1:]``) and run the chosen command."""
     parser = argparse.ArgumentParser(prog="fhe-sklearn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="fit, compile and run real encrypted predictions")

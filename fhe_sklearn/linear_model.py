@@ -10,7 +10,7 @@ as the accumulator; sigmoid/softmax, link functions and argmax run in the clear.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -104,11 +104,19 @@ class LogisticRegression(_LinearClassifier):
 
 class SGDClassifier(_LinearClassifier):
     """Linear classifier fitted by SGD, predicting in FHE. ``predict_proba`` exists for
-    ``loss="log_loss"`` and ``"modified_huber"``, as in scikit-learn."""
+    ``loss="log_loss"`` and ``"modified_huber"``, as in scikit-learn.
+
+    The default ``loss`` is ``"log_loss"`` (logistic regression by SGD, with
+    ``predict_proba``), as in Concrete ML; scikit-learn's default is ``"hinge"`` (a linear
+    SVM, no probabilities): pass ``loss="hinge"`` for it.
+    """
 
     _sklearn_class = sk_linear.SGDClassifier
+    _default_overrides: ClassVar[dict[str, Any]] = {"loss": "log_loss"}
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
+        """Class probabilities from the scores (sigmoid for ``log_loss``, clipped linear for
+        ``modified_huber``; one-vs-rest normalized for several classes)."""
         if self.loss == "log_loss":
             p = expit(y)
         else:  # modified_huber

@@ -56,6 +56,7 @@ class _Float32Input:
     """skorch nets take the float64 arrays sklearn validation produces (torch trains in float32)."""
 
     def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        """The module's output for ``x``, cast to float32 first."""
         if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
             x = x.float()
         return super().infer(x, **fit_params)
@@ -211,6 +212,7 @@ class _NeuralNet(FHEEstimatorMixin):
         self.random_state = random_state
 
     def set_params(self, **params: Any) -> _NeuralNet:
+        """Set parameters, ``module__*`` ones included (they are parameters of this estimator)."""
         # "module__n_w_bits" is a parameter of its own here, not "n_w_bits" of a "module"
         own = self.get_params(deep=False)
         for name in [k for k in params if k in own]:

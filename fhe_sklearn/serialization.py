@@ -85,6 +85,7 @@ def _library_class(path: str) -> type:
 
 
 def model_to_dict(model: Any) -> dict[str, Any]:
+    """A fitted estimator as a JSON-ready dict (format, versions, parameters, fitted state)."""
     state = {
         k: v
         for k, v in vars(model).items()
@@ -102,6 +103,7 @@ def model_to_dict(model: Any) -> dict[str, Any]:
 
 
 def model_from_dict(data: Any) -> Any:
+    """The estimator :func:`model_to_dict` describes; a ValueError on another format or version."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError("not a fhe_sklearn model file")
     if data.get("format_version") != FORMAT_VERSION:

@@ -8,13 +8,15 @@ See :mod:`fhe_sklearn._tree_lowering` for the circuit and its PBS count.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn import tree as sk_tree
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
-from ._tree_lowering import FlatTree, lower_trees
+from ._tree_lowering import FlatTree, lower_trees, threshold_grid
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
 from .quantization import QuantizedModule
 from .quantization.post_training import resolve_n_bits
@@ -36,10 +38,52 @@ class _TreeModel(FHEEstimatorMixin):
     _default_n_bits: ClassVar[int] = 6
     _extra_params: ClassVar[dict] = {"quantization": "uniform"}
 
+    @classmethod
+    def from_sklearn_model(cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None) -> _TreeModel:
+        """Wrap an already-fitted float model.
+
+        Parameters
+        ----------
+        sklearn_model : fitted estimator of type ``_sklearn_class``
+        X : array-like of shape (n_samples, n_features), optional
+            Representative data. Without it, the calibration set is read off the model's
+            split thresholds (see :func:`fhe_sklearn._tree_lowering.threshold_grid`): the
+            input grid of trees spans the split thresholds either way, so the quantized
+            model is the same except for features no split uses.
+        n_bits : int or dict, optional
+            Default 6; ``{"op_inputs": a}`` or ``{"op_inputs": a, "op_leaves": b}``.
+
+        Returns
+        -------
+        model : the FHE estimator, fitted (quantized), not compiled
+        """
+        if X is None:
+            if not isinstance(sklearn_model, cls._sklearn_class):
+                raise TypeError(
+                    f"{cls.__name__} wraps {cls._sklearn_class.__name__}, got {type(sklearn_model).__name__}"
+                )
+            check_is_fitted(sklearn_model)
+            X = threshold_grid(cls._float_flat_trees(sklearn_model), sklearn_model.n_features_in_)
+        return super().from_sklearn_model(sklearn_model, X, n_bits)
+
+    @classmethod
+    def _float_flat_trees(cls, sklearn_model: BaseEstimator) -> list[FlatTree]:
+        """The trees of a fitted float model (their splits; outputs may be simplified)."""
+        estimators = getattr(sklearn_model, "estimators_", [sklearn_model])
+        return [sklearn_flat_tree(e, issubclass(cls, ClassifierMixin)) for e in estimators]
+
     def _flat_trees(self) -> list[FlatTree]:
-        model = self.sklearn_model_
-        estimators = getattr(model, "estimators_", [model])
-        return [sklearn_flat_tree(e, isinstance(self, ClassifierMixin)) for e in estimators]
+        return self._float_flat_trees(self.sklearn_model_)
+
+    def _tree_n_bits(self) -> dict[str, int]:
+        """``n_bits`` as a validated dict; ``op_leaves`` defaults to ``op_inputs`` (as in Concrete ML)."""
+        n_bits = self.n_bits
+        if isinstance(n_bits, Mapping) and "op_inputs" in n_bits and "op_leaves" not in n_bits:
+            n_bits = {**n_bits, "op_leaves": n_bits["op_inputs"]}
+        return resolve_n_bits(n_bits, self._n_bits_keys)
+
+    def _check_fhe_params(self) -> None:
+        self._tree_n_bits()
 
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()
@@ -50,7 +94,7 @@ class _TreeModel(FHEEstimatorMixin):
         return self._lower(X, self._flat_trees())
 
     def _lower(self, X: np.ndarray, trees: list[FlatTree]) -> QuantizedModule:
-        bits = resolve_n_bits(self.n_bits, self._n_bits_keys)
+        bits = self._tree_n_bits()
         n_outputs = 1 + max(int(t.columns.max()) for t in trees)
         return lower_trees(trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization)
 
@@ -75,7 +119,8 @@ class _TreeRegressor(_TreeModel, FHERegressorMixin, RegressorMixin, BaseEstimato
 
 class DecisionTreeClassifier(_TreeClassifier):
     """Decision tree classifier predicting in FHE. Parameters: sklearn's, plus ``n_bits``
-    (default 6; int, or ``{"op_inputs": a, "op_leaves": b}``)."""
+    (default 6; int, or ``{"op_inputs": a, "op_leaves": b}``, ``op_leaves`` defaulting to
+    ``op_inputs``) and ``quantization`` (``"uniform"`` or ``"splits"``)."""
 
     _sklearn_class = sk_tree.DecisionTreeClassifier
 

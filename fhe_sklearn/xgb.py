@@ -50,6 +50,11 @@ class _XGBModel:
         super()._set_fitted_attributes()
         self.n_averaged_ = 1
 
+    @classmethod
+    def _float_flat_trees(cls, sklearn_model: Any) -> list[FlatTree]:
+        # every tree in column 0: enough for the split thresholds (from_sklearn_model, X=None)
+        return xgb_flat_trees(sklearn_model.get_booster(), 1)
+
     def _flat_trees(self) -> list[FlatTree]:
         return xgb_flat_trees(self.sklearn_model_.get_booster(), self._n_groups)
 

@@ -41,12 +41,15 @@ class TensorSpec:
 
     @property
     def bit_width(self) -> int:
+        """Bits that hold every integer in ``[lo, hi]`` (sign included)."""
         return integer_bit_width(self.lo, self.hi)
 
     def dequant(self, q: Any) -> Any:
+        """Integers of this tensor → floats: ``(q - zero_point) * scale``."""
         return (q - self.zero_point) * self.scale
 
     def to_dict(self) -> dict:
+        """Scale, zero point and range as JSON-ready lists."""
         return {k: np.asarray(getattr(self, k)).tolist() for k in ("scale", "zero_point", "lo", "hi")}
 
 
@@ -106,6 +109,7 @@ class QuantizedOp:
         return float_output
 
     def check_bit_width(self) -> None:
+        """Raise a ValueError naming this op if its output exceeds the 16-bit FHE limit."""
         bits = self.output_spec.bit_width
         if bits > MAX_BIT_WIDTH:
             raise ValueError(
@@ -116,6 +120,7 @@ class QuantizedOp:
 
     # -- computation ---------------------------------------------------------------------
     def float_forward(self, *inputs: np.ndarray) -> np.ndarray:
+        """The float operation this op quantizes (used for calibration)."""
         raise NotImplementedError
 
     def _calibrate(self, float_output: np.ndarray, *float_inputs: np.ndarray) -> TensorSpec:
@@ -128,6 +133,7 @@ class QuantizedOp:
         raise NotImplementedError
 
     def univariate_fn(self, q: Any) -> Any:
+        """The table of a univariate op: integer input → integer output (one TLU in FHE)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -6,15 +6,30 @@ from typing import Any
 
 import numpy as np
 
-from .quantizers import QuantizationOptions, check_finite, integer_bit_width
+from .quantizers import QuantizationOptions, _QuantizerIntrospection, check_finite, integer_bit_width
 
 
-class ThresholdBinQuantizer:
+class ThresholdBinQuantizer(_QuantizerIntrospection):
     """Quantize feature ``f`` to the number of its thresholds below ``x`` (``<=`` splits) or
     at or below ``x`` (``<`` splits, ``strict``), so ``x <= t_k`` ⇔ ``q <= k`` exactly.
 
     It reveals every split point of the model to whoever quantizes (the client). The integer
     grid has scale 1 and zero point 0; ``n_bits`` is the fewest bits that hold every bin.
+
+    Parameters
+    ----------
+    thresholds : list of ndarray
+        Split thresholds of each feature.
+    strict : bool
+        The model compares ``x < t`` (xgboost, in float32) instead of ``x <= t``.
+    max_bits : int
+        Refuse a grid wider than this (the ``op_inputs`` budget).
+
+    Attributes
+    ----------
+    n_bits, is_signed, is_symmetric, scale, zero_point, offset :
+        As on :class:`~fhe_sklearn.quantization.UniformQuantizer` (unsigned, scale 1,
+        zero point 0, offset 0).
     """
 
     def __init__(self, thresholds: list[np.ndarray], strict: bool = False, max_bits: int = 16) -> None:
@@ -44,6 +59,7 @@ class ThresholdBinQuantizer:
         return int(np.searchsorted(self.thresholds[feature], self._as_compared(threshold)))
 
     def quant(self, values: Any) -> np.ndarray:
+        """Each feature's bin index: the number of its thresholds below the value."""
         check_finite(np.asarray(values, dtype=np.float64), "values to quantize")
         values = self._as_compared(values)
         side = "right" if self.strict else "left"
@@ -51,4 +67,5 @@ class ThresholdBinQuantizer:
         return np.column_stack(columns).astype(np.int64)
 
     def dequant(self, qvalues: Any) -> np.ndarray:
+        """Bin indices as floats (the grid has no float meaning beyond its order)."""
         return np.asarray(qvalues, dtype=np.float64)

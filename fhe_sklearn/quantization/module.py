@@ -32,6 +32,7 @@ class FheMode(str, Enum):
 
 
 def validate_fhe_mode(fhe_mode: Any) -> FheMode:
+    """The :class:`FheMode` of ``fhe_mode``; a ValueError listing the choices otherwise."""
     try:
         return FheMode(fhe_mode)
     except ValueError:
@@ -99,10 +100,12 @@ class QuantizedModule:
     # -- structure -------------------------------------------------------------------------
     @property
     def n_inputs(self) -> int:
+        """Number of encrypted inputs of the circuit."""
         return len(self.input_names)
 
     @property
     def n_outputs(self) -> int:
+        """Number of outputs of the circuit."""
         return len(self.output_names)
 
     @property
@@ -121,6 +124,7 @@ class QuantizedModule:
 
     @property
     def input_specs(self) -> list[TensorSpec]:
+        """Each input as a :class:`TensorSpec` (its quantizer's scale, zero point and range)."""
         return [TensorSpec(q.scale, q.zero_point, q.options.qmin, q.options.qmax) for q in self.input_quantizers]
 
     @property
@@ -133,6 +137,7 @@ class QuantizedModule:
 
     @property
     def input_spec(self) -> TensorSpec:
+        """The single input's :class:`TensorSpec` (an error for a module of several inputs)."""
         self._require_single("input", self.n_inputs)
         return self.input_specs[0]
 
@@ -339,13 +344,15 @@ class QuantizedModule:
         p_error: float | None = None,
         global_p_error: float | None = None,
         verbose: bool = False,
+        show_mlir: bool = False,
     ) -> fhe.Circuit:
         """Compile the integer graph to an FHE circuit, traced on (float) ``inputset``: an
         array, or a tuple of arrays for a module of several inputs.
 
-        Without ``configuration``, ``p_error`` or ``global_p_error``, the whole run may be
-        wrong with probability ``DEFAULT_GLOBAL_P_ERROR`` (1e-7), so execute and simulate
-        agree with the integer graph in practice.
+        Without ``p_error`` or ``global_p_error`` (as arguments or in ``configuration``), the
+        whole run may be wrong with probability ``DEFAULT_GLOBAL_P_ERROR`` (1e-7), so execute
+        and simulate agree with the integer graph in practice; setting both is an error. See
+        :func:`~fhe_sklearn.quantization.compile_options.resolve_compile_options`.
         """
         arrays = inputset if self.n_inputs > 1 and isinstance(inputset, (tuple, list)) else (inputset,)
         x_q = self.quantize_input(*arrays)
@@ -373,19 +380,20 @@ class QuantizedModule:
         circuit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in parameters]
         )
-        if configuration is None and p_error is None and global_p_error is None:
-            global_p_error = DEFAULT_GLOBAL_P_ERROR
-        kwargs = {k: v for k, v in {"p_error": p_error, "global_p_error": global_p_error}.items() if v is not None}
+        from .compile_options import resolve_compile_options
+
+        options = resolve_compile_options(configuration, p_error, global_p_error, show_mlir, verbose)
         start = time.perf_counter()
         try:
             compiled = fhe.Compiler(circuit, dict.fromkeys(parameters, "encrypted")).compile(
-                samples, configuration=configuration, verbose=verbose, **kwargs
+                samples, configuration=options.configuration, artifacts=options.artifacts
             )
         except RuntimeError as err:
+            dumped = options.artifacts_directory
             raise RuntimeError(
                 f"concrete could not compile this model (max integer width "
                 f"{max([op.output_spec.bit_width for op in self.ops] or [0])} bits): {err}. "
-                "Lower n_bits or relax p_error."
+                "Lower n_bits or relax p_error." + (f" concrete's debug artifacts: {dumped}" if dumped else "")
             ) from err
         self.timings = {"compile": time.perf_counter() - start}
         self.fhe_circuit = compiled

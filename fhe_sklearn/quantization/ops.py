@@ -175,6 +175,8 @@ class QuantizedUnivariateOp(QuantizedOp):
 
 @register_op
 class QuantizedRelu(QuantizedUnivariateOp):
+    """ReLU, ``max(x, 0)``, as one TLU."""
+
     op_type = "Relu"
 
     def _f(self, x: Any) -> Any:
@@ -183,6 +185,8 @@ class QuantizedRelu(QuantizedUnivariateOp):
 
 @register_op
 class QuantizedSigmoid(QuantizedUnivariateOp):
+    """Sigmoid, ``1 / (1 + exp(-x))``, as one TLU."""
+
     op_type = "Sigmoid"
 
     def _f(self, x: Any) -> Any:
@@ -191,6 +195,8 @@ class QuantizedSigmoid(QuantizedUnivariateOp):
 
 @register_op
 class QuantizedAbs(QuantizedUnivariateOp):
+    """Absolute value as one TLU."""
+
     op_type = "Abs"
 
     def _f(self, x: Any) -> Any:
@@ -246,6 +252,8 @@ class _QuantizedComparison(QuantizedUnivariateOp):
 
 @register_op
 class QuantizedLess(_QuantizedComparison):
+    """``x < threshold`` as one TLU."""
+
     op_type = "Less"
 
     def _compare(self, x: Any) -> Any:
@@ -254,6 +262,8 @@ class QuantizedLess(_QuantizedComparison):
 
 @register_op
 class QuantizedLessOrEqual(_QuantizedComparison):
+    """``x <= threshold`` as one TLU."""
+
     op_type = "LessOrEqual"
 
     def _compare(self, x: Any) -> Any:
@@ -262,6 +272,8 @@ class QuantizedLessOrEqual(_QuantizedComparison):
 
 @register_op
 class QuantizedGreater(_QuantizedComparison):
+    """``x > threshold`` as one TLU."""
+
     op_type = "Greater"
 
     def _compare(self, x: Any) -> Any:
@@ -270,6 +282,8 @@ class QuantizedGreater(_QuantizedComparison):
 
 @register_op
 class QuantizedGreaterOrEqual(_QuantizedComparison):
+    """``x >= threshold`` as one TLU."""
+
     op_type = "GreaterOrEqual"
 
     def _compare(self, x: Any) -> Any:
@@ -278,6 +292,8 @@ class QuantizedGreaterOrEqual(_QuantizedComparison):
 
 @register_op
 class QuantizedEqual(_QuantizedComparison):
+    """``x == threshold`` as one TLU."""
+
     op_type = "Equal"
 
     def _compare(self, x: Any) -> Any:

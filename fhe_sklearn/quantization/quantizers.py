@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ class QuantizationOptions:
 
     @property
     def qmin(self) -> int:
+        """Smallest integer of the grid."""
         if not self.is_signed:
             return 0
         if self.is_symmetric:
@@ -83,9 +85,16 @@ class QuantizationOptions:
 
     @property
     def qmax(self) -> int:
+        """Largest integer of the grid."""
         if self.is_signed:
             return 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 0
         return 2**self.n_bits - 1
+
+    @property
+    def offset(self) -> int:
+        """What maps the signed grid onto unsigned integers: ``2^(n-1)`` if signed, else 0
+        (``q + offset`` lies in ``[0, 2^n - 1]``), as Concrete ML defines it."""
+        return 2 ** (self.n_bits - 1) if self.is_signed else 0
 
 
 @dataclass
@@ -102,6 +111,18 @@ class MinMaxQuantizationStats:
     rmax: Any = None
 
     def compute_quantization_stats(self, values: np.ndarray, axis: int | None = None) -> MinMaxQuantizationStats:
+        """Set ``rmin``/``rmax`` from calibration ``values`` (per column along ``axis``).
+
+        Parameters
+        ----------
+        values : array-like of finite floats
+        axis : int, optional
+            None: one range for the whole array; 0: one per column.
+
+        Returns
+        -------
+        self
+        """
         values = np.asarray(values, dtype=np.float64)
         check_finite(values, "calibration data")
         if values.size == 0:
@@ -111,7 +132,94 @@ class MinMaxQuantizationStats:
         return self
 
 
-class UniformQuantizer:
+@dataclass
+class UniformQuantizationParameters:
+    """Scale, zero point and offset of a uniform quantizer (Concrete ML's parameter set).
+
+    Parameters
+    ----------
+    scale : float or ndarray, optional
+    zero_point : int or ndarray, optional
+    offset : int, optional
+        See :attr:`QuantizationOptions.offset`; derived from the options when None.
+
+    Examples
+    --------
+    >>> options = QuantizationOptions(4, is_signed=True)
+    >>> stats = MinMaxQuantizationStats(rmin=-1.0, rmax=2.0)
+    >>> params = UniformQuantizationParameters().compute_quantization_parameters(options, stats)
+    >>> float(params.scale), int(params.zero_point), params.offset
+    (0.2, -3, 8)
+    """
+
+    scale: Any = None
+    zero_point: Any = None
+    offset: int | None = None
+
+    def compute_quantization_parameters(
+        self, options: QuantizationOptions, stats: MinMaxQuantizationStats
+    ) -> UniformQuantizationParameters:
+        """Set scale, zero point and offset that map ``stats``' range onto ``options``' grid.
+
+        Returns
+        -------
+        self
+        """
+        self.scale, self.zero_point = UniformQuantizer.compute_quantization_parameters(options, stats)
+        self.offset = options.offset
+        return self
+
+
+class _QuantizerIntrospection:
+    """Read-only views every quantizer shares (Concrete ML's attribute names)."""
+
+    options: QuantizationOptions
+    scale: Any
+    zero_point: Any
+
+    @property
+    def n_bits(self) -> int:
+        """Bit-width of the integers."""
+        return self.options.n_bits
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the integers may be negative."""
+        return self.options.is_signed
+
+    @property
+    def is_symmetric(self) -> bool:
+        """Whether the zero point is fixed to 0 (grid symmetric around 0)."""
+        return self.options.is_symmetric
+
+    @property
+    def is_qat(self) -> bool:
+        """Whether the values come from quantization-aware training."""
+        return self.options.is_qat
+
+    @property
+    def offset(self) -> int:
+        """``2^(n-1)`` for signed integers, else 0 (see :attr:`QuantizationOptions.offset`)."""
+        return self.options.offset
+
+    @property
+    def quant_options(self) -> QuantizationOptions:
+        """A copy of the quantization options."""
+        return copy.copy(self.options)
+
+    @property
+    def quant_stats(self) -> MinMaxQuantizationStats | None:
+        """A copy of the calibration statistics (None when built from explicit parameters)."""
+        stats = getattr(self, "stats", None)
+        return None if stats is None else copy.deepcopy(stats)
+
+    @property
+    def quant_params(self) -> UniformQuantizationParameters:
+        """A copy of scale, zero point and offset."""
+        return UniformQuantizationParameters(np.copy(self.scale), np.copy(self.zero_point), self.offset)
+
+
+class UniformQuantizer(_QuantizerIntrospection):
     """Affine map between floats and n-bit integers: q = clip(round(x / S) + Z).
 
     ``scale`` and ``zero_point`` may be scalars or arrays (for example one per feature);
@@ -123,17 +231,49 @@ class UniformQuantizer:
         Bit-width and variant.
     stats : MinMaxQuantizationStats, optional
         Float range used to compute scale and zero point.
+    params : UniformQuantizationParameters, optional
+        Fixed scale and zero point (take precedence over ``stats``), as in Concrete ML.
     scale, zero_point : float or ndarray, optional
-        Fixed quantization parameters (take precedence over ``stats``).
+        Fixed quantization parameters, the same as ``params`` (give one or the other).
+
+    Attributes
+    ----------
+    n_bits, is_signed, is_symmetric, is_qat, offset :
+        From ``options``; ``quant_options``, ``quant_stats``, ``quant_params`` are copies of
+        the three parameter sets.
+
+    Examples
+    --------
+    >>> options = QuantizationOptions(n_bits=3)
+    >>> stats = MinMaxQuantizationStats().compute_quantization_stats(np.array([0.0, 0.7]))
+    >>> quantizer = UniformQuantizer(options, stats)
+    >>> quantizer.n_bits, float(quantizer.scale), quantizer.quant(np.array([0.35])).tolist()
+    (3, 0.09999999999999999, [4])
+    >>> UniformQuantizer(options, params=quantizer.quant_params).dequant(np.array([7])).tolist()
+    [0.7]
     """
 
     def __init__(
         self,
         options: QuantizationOptions,
         stats: MinMaxQuantizationStats | None = None,
+        params: UniformQuantizationParameters | None = None,
         scale: Any = None,
         zero_point: Any = None,
     ) -> None:
+        if not isinstance(options, QuantizationOptions):
+            raise TypeError(f"options must be a QuantizationOptions, got {type(options).__name__}")
+        if params is not None:
+            if not isinstance(params, UniformQuantizationParameters):
+                raise TypeError(
+                    f"params must be a UniformQuantizationParameters, got {type(params).__name__} "
+                    "(pass a scale as scale=...)"
+                )
+            if scale is not None or zero_point is not None:
+                raise ValueError("give the quantization parameters as params or as scale/zero_point, not both")
+            if params.offset is not None and params.offset != options.offset:
+                raise ValueError(f"params.offset={params.offset} does not match the options' offset {options.offset}")
+            scale, zero_point = params.scale, params.zero_point
         self.options = options
         self.stats = stats
         if scale is not None:
@@ -142,7 +282,7 @@ class UniformQuantizer:
         elif stats is not None:
             self.scale, self.zero_point = self.compute_quantization_parameters(options, stats)
         else:
-            raise ValueError("UniformQuantizer needs either stats or an explicit scale")
+            raise ValueError("UniformQuantizer needs stats, params or an explicit scale")
         if np.any(self.scale <= 0) or not np.all(np.isfinite(self.scale)):
             raise ValueError(f"quantization scale must be positive and finite, got {self.scale}")
 
@@ -150,7 +290,18 @@ class UniformQuantizer:
     def compute_quantization_parameters(
         options: QuantizationOptions, stats: MinMaxQuantizationStats
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scale and zero point that map [rmin, rmax] onto the integer range."""
+        """Scale and zero point that map [rmin, rmax] onto the integer range.
+
+        Parameters
+        ----------
+        options : QuantizationOptions
+        stats : MinMaxQuantizationStats
+
+        Returns
+        -------
+        scale : ndarray of float
+        zero_point : ndarray of int
+        """
         rmin = np.asarray(stats.rmin, dtype=np.float64)
         rmax = np.asarray(stats.rmax, dtype=np.float64)
         if options.is_symmetric:
@@ -186,6 +337,7 @@ class UniformQuantizer:
         return self.scale * (np.asarray(qvalues, dtype=np.float64) - self.zero_point)
 
     def to_dict(self) -> dict:
+        """Options, scale and zero point as JSON-ready values (see :meth:`from_dict`)."""
         return {
             "options": vars(self.options).copy(),
             "scale": np.asarray(self.scale).tolist(),
@@ -194,6 +346,7 @@ class UniformQuantizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> UniformQuantizer:
+        """The quantizer :meth:`to_dict` describes."""
         return cls(QuantizationOptions(**data["options"]), scale=data["scale"], zero_point=data["zero_point"])
 
 
@@ -209,11 +362,24 @@ class QuantizedArray:
     is_signed, is_symmetric, is_qat, power_of_two_scale : bool
         See :class:`QuantizationOptions`.
     value_is_float : bool
-        If False, ``values`` are already quantized integers and ``scale`` must be given.
+        If False, ``values`` are already quantized integers and ``scale`` (or ``params``)
+        must be given.
     scale, zero_point : optional
         Fixed quantization parameters instead of calibrating on ``values``.
     per_axis : int, optional
         Compute one scale and zero point per slice along the other axes (0: one per column).
+    options, stats, params : optional
+        Concrete ML's parameter sets (:class:`QuantizationOptions`,
+        :class:`MinMaxQuantizationStats`, :class:`UniformQuantizationParameters`), e.g. another
+        quantizer's ``quant_options``/``quant_stats``/``quant_params``. ``options`` replaces
+        the ``is_*`` flags; ``params`` the scale and zero point; ``stats`` the calibration on
+        ``values``.
+
+    Attributes
+    ----------
+    quantizer : UniformQuantizer
+    n_bits, is_signed, is_symmetric, is_qat, scale, zero_point, offset :
+        The quantizer's.
 
     Examples
     --------
@@ -221,6 +387,8 @@ class QuantizedArray:
     >>> qa = QuantizedArray(3, np.array([-1.0, 0.0, 1.0]))
     >>> qa.qvalues.tolist(), float(qa.quantizer.scale)
     ([0, 4, 7], 0.2857142857142857)
+    >>> QuantizedArray(3, [0, 7], value_is_float=False, params=qa.quantizer.quant_params).dequant().tolist()
+    [-1.1428571428571428, 0.8571428571428571]
     """
 
     def __init__(
@@ -235,20 +403,65 @@ class QuantizedArray:
         is_qat: bool = False,
         power_of_two_scale: bool = False,
         per_axis: int | None = None,
+        options: QuantizationOptions | None = None,
+        stats: MinMaxQuantizationStats | None = None,
+        params: UniformQuantizationParameters | None = None,
     ) -> None:
-        options = QuantizationOptions(n_bits, is_signed, is_symmetric, is_qat, power_of_two_scale)
+        if options is None:
+            options = QuantizationOptions(n_bits, is_signed, is_symmetric, is_qat, power_of_two_scale)
+        else:
+            flags = {"is_signed": is_signed, "is_symmetric": is_symmetric, "is_qat": is_qat}
+            flags["power_of_two_scale"] = power_of_two_scale
+            clashing = [k for k, v in flags.items() if v and v != getattr(options, k)]
+            if check_n_bits(n_bits) != options.n_bits or clashing:
+                raise ValueError(
+                    f"n_bits={n_bits} and {clashing or 'the flags'} contradict options={options}: give the options once"
+                )
         values = np.asarray(values)
-        stats = None
-        if scale is None:
+        if scale is None and params is None and stats is None:
             if not value_is_float:
-                raise ValueError("integer values need an explicit scale to be dequantized")
+                raise ValueError("integer values need an explicit scale (or params) to be dequantized")
             stats = MinMaxQuantizationStats().compute_quantization_stats(values, axis=per_axis)
-        self.quantizer = UniformQuantizer(options, stats, scale, zero_point)
-        self.n_bits = options.n_bits
+        self.quantizer = UniformQuantizer(options, stats, params, scale=scale, zero_point=zero_point)
         if value_is_float:
             self.update_values(values)
         else:
             self.update_quantized_values(values)
+
+    @property
+    def n_bits(self) -> int:
+        """Bit-width of the integers."""
+        return self.quantizer.n_bits
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the integers may be negative."""
+        return self.quantizer.is_signed
+
+    @property
+    def is_symmetric(self) -> bool:
+        """Whether the zero point is fixed to 0."""
+        return self.quantizer.is_symmetric
+
+    @property
+    def is_qat(self) -> bool:
+        """Whether the values come from quantization-aware training."""
+        return self.quantizer.is_qat
+
+    @property
+    def scale(self) -> Any:
+        """The quantizer's scale."""
+        return self.quantizer.scale
+
+    @property
+    def zero_point(self) -> Any:
+        """The quantizer's zero point."""
+        return self.quantizer.zero_point
+
+    @property
+    def offset(self) -> int:
+        """The quantizer's offset (``2^(n-1)`` if signed, else 0)."""
+        return self.quantizer.offset
 
     def update_values(self, values: Any) -> np.ndarray:
         """Set new float values and re-quantize them with the same parameters."""
@@ -263,9 +476,11 @@ class QuantizedArray:
         return self.values
 
     def quant(self) -> np.ndarray:
+        """Quantize ``values`` with the array's quantizer (returns the integers)."""
         return self.quantizer.quant(self.values)
 
     def dequant(self) -> np.ndarray:
+        """Dequantize ``qvalues`` with the array's quantizer (returns the floats)."""
         return self.quantizer.dequant(self.qvalues)
 
     def __repr__(self) -> str:
