@@ -38,6 +38,9 @@ class FHEEstimatorMixin:
     _extra_params: ClassVar[dict[str, Any]] = {}
     #: None: as the float model; False where the FHE lowering supports one output only
     _multi_output: ClassVar[bool | None] = None
+    #: fitted values (and parameters) a deployed client may see, with their types: what its
+    #: post-processing reads. Merged along the class hierarchy (see deployment.ClientSpec)
+    _client_attributes: ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -203,6 +206,8 @@ class FHEEstimatorMixin:
 
 
 class FHERegressorMixin(FHEEstimatorMixin):
+    _client_attributes: ClassVar[dict[str, type]] = {"single_target_": bool}
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Predict targets; ``fhe`` is ``"disable"``, ``"simulate"`` or ``"execute"``.
 
@@ -227,6 +232,8 @@ class FHERegressorMixin(FHEEstimatorMixin):
 
 
 class FHEClassifierMixin(FHEEstimatorMixin):
+    _client_attributes: ClassVar[dict[str, type]] = {"classes_": np.ndarray}
+
     def _float_model_has_proba(self) -> bool:
         # e.g. SGDClassifier has predict_proba only for some losses; LinearSVC never
         return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")
@@ -258,10 +265,13 @@ class FHEClassifierMixin(FHEEstimatorMixin):
             return self.post_processing(scores)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
+    def labels_from_dequantized(self, scores: np.ndarray) -> np.ndarray:
+        """``predict``'s result from de-quantized circuit outputs (client side)."""
+        return self.classes_[self._class_indices(scores)]
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Class labels, decided in the clear from the de-quantized circuit output."""
-        indices = self._class_indices(self._inference(X, fhe, n_jobs))  # checks fitted first
-        return self.classes_[indices]
+        return self.labels_from_dequantized(self._inference(X, fhe, n_jobs))  # checks fitted first
 
 
 def _float_parameters(sklearn_class: type) -> list[inspect.Parameter]:

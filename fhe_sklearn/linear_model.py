@@ -10,7 +10,7 @@ as the accumulator; sigmoid/softmax, link functions and argmax run in the clear.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -107,6 +107,7 @@ class SGDClassifier(_LinearClassifier):
     ``loss="log_loss"`` and ``"modified_huber"``, as in scikit-learn."""
 
     _sklearn_class = sk_linear.SGDClassifier
+    _client_attributes: ClassVar[dict[str, type]] = {"loss": str}
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         if self.loss == "log_loss":

@@ -35,6 +35,7 @@ class _TreeModel(FHEEstimatorMixin):
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
     _default_n_bits: ClassVar[int] = 6
     _extra_params: ClassVar[dict] = {"quantization": "uniform"}
+    _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     def _flat_trees(self) -> list[FlatTree]:
         model = self.sklearn_model_
