@@ -131,7 +131,7 @@ def test_server_side_imports_no_torch(scaled_diabetes, tmp_path):
     """Load + run on the server in a fresh process: torch, skorch, xgboost never imported."""
     X_train, X_test, y_train, _ = scaled_diabetes
     model = LinearRegression().fit(X_train, y_train)
-    path, client, _ = _deploy(model, X_train, tmp_path)
+    _, client, _ = _deploy(model, X_train, tmp_path)
     (tmp_path / "keys.bin").write_bytes(client.get_serialized_evaluation_keys())
     (tmp_path / "row.bin").write_bytes(client.quantize_encrypt_serialize(X_test[:1])[0])
     script = f"""

@@ -11,6 +11,7 @@ import numpy as np
 from .artifacts import SERVER_FILE, ServerArtifact, client_specs_bytes, read_client_file
 from .client_spec import ClientSpec
 from .paths import deployment_path
+from .signing import check_key
 from .wire import BATCH_MAGIC, TUPLE_MAGIC, is_packed, pack, unpack
 
 
@@ -59,7 +60,7 @@ class FHEModelClient:
     ) -> None:
         self.path = deployment_path(path, path_dir)
         self.key_dir = None if key_dir is None else Path(key_dir)
-        self.verify_key = verify_key
+        self.verify_key = verify_key if verify_key is None else check_key(verify_key)
         self.load()
 
     def load(self) -> FHEModelClient:

@@ -15,6 +15,7 @@ from typing import Any
 from .artifacts import CLIENT_FILE, SERVER_FILE, ServerArtifact, _brief, read_client_file
 from .key_cache import DEFAULT_MAX_BYTES, EvaluationKeyCache, deserialize_evaluation_keys
 from .paths import deployment_path
+from .signing import check_key
 from .wire import BATCH_MAGIC, TUPLE_MAGIC, is_packed, pack, unpack
 
 
@@ -131,7 +132,7 @@ class FHEModelServer:
         key_cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.path = deployment_path(path, path_dir)
-        self.verify_key = verify_key
+        self.verify_key = verify_key if verify_key is None else check_key(verify_key)
         self.key_cache = EvaluationKeyCache(key_cache_bytes)
         self.artifact: ServerArtifact | None = None
         self._circuit: Any = None

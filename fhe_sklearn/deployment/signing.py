@@ -18,7 +18,14 @@ ALGORITHM = "hmac-sha256"
 MIN_KEY_BYTES = 16
 
 
-def _key_bytes(key: Any) -> bytes:
+def check_key(key: Any) -> bytes:
+    """``key`` as bytes.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If it is not bytes or str, or shorter than 16 bytes.
+    """
     if isinstance(key, str):
         key = key.encode("utf-8")
     if not isinstance(key, (bytes, bytearray)):
@@ -29,7 +36,7 @@ def _key_bytes(key: Any) -> bytes:
 
 
 def _mac(key: Any, fingerprint: str) -> str:
-    return hmac.new(_key_bytes(key), f"fhe_sklearn.deployment\0{fingerprint}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(check_key(key), f"fhe_sklearn.deployment\0{fingerprint}".encode(), hashlib.sha256).hexdigest()
 
 
 def sign(key: Any, fingerprint: str) -> dict[str, str] | None:
