@@ -249,3 +249,9 @@ def test_key_cache_is_a_bounded_lru():
     assert len(cache) == 2 and cache.nbytes <= 100
     with pytest.raises(TypeError, match="must be bytes"):
         cache.get(np.zeros(3))
+
+
+def test_pickled_server_reloads_from_its_files(deployments):
+    server = FHEModelServer(deployments / "a", key_cache_bytes=1000).load()
+    clone = pickle.loads(pickle.dumps(server))
+    assert clone.artifact.manifest == server.artifact.manifest and clone.key_cache.max_bytes == 1000

@@ -200,6 +200,8 @@ class ServerArtifact:
         self.members = members
         self.manifest = manifest
         self.digest = server_digest(members)
+        #: the checked plain configuration (set by :meth:`read`)
+        self.configuration: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, path: str | Path, verify_key: Any = None) -> ServerArtifact:
@@ -255,9 +257,12 @@ def read_server_zip(path: str | Path) -> tuple[dict[str, bytes], dict]:
     """
     path = Path(path)
     limits = {**CONCRETE_MEMBERS, MANIFEST_FILE: MAX_MANIFEST_BYTES}
+    max_bytes = sum(limits.values()) + 2**20
     try:
+        if path.stat().st_size > max_bytes:
+            raise ValueError(f"larger than {max_bytes} bytes")
         with open(path, "rb") as f:
-            raw = f.read(sum(limits.values()) + 2**20)
+            raw = f.read(max_bytes)
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             infos = archive.infolist()
             names = [info.filename for info in infos]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,15 @@ from .wire import BATCH_MAGIC, TUPLE_MAGIC, is_packed, pack, unpack
 
 
 def restrict_permissions(directory: Path) -> None:
-    """Make a key directory private: directories 0700, files 0600 (secret keys inside)."""
+    """Make a key directory private: it and concrete's keyset directories in it (named by a
+    number) 0700, their files (secret keys among them) 0600. Nothing else is touched."""
     directory.chmod(0o700)
-    for root, dirs, files in os.walk(directory):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o700)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o600)
+    for keyset in directory.iterdir():
+        if keyset.is_dir() and not keyset.is_symlink() and keyset.name.isdigit():
+            keyset.chmod(0o700)
+            for file in keyset.iterdir():
+                if file.is_file() and not file.is_symlink():
+                    file.chmod(0o600)
 
 
 class FHEModelClient:

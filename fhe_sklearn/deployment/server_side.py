@@ -137,6 +137,21 @@ class FHEModelServer:
         self.artifact: ServerArtifact | None = None
         self._circuit: Any = None
 
+    # compiled programs and keys belong to one process: a pickled server (e.g. sent to a
+    # Dask worker) is rebuilt from its files there, and loaded again if it was loaded
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "verify_key": self.verify_key,
+            "key_cache_bytes": self.key_cache.max_bytes,
+            "loaded": self._circuit is not None,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], verify_key=state["verify_key"], key_cache_bytes=state["key_cache_bytes"])
+        if state["loaded"]:
+            self.load()
+
     def load(self) -> FHEModelServer:
         """Check the deployment's files and compile its circuit for this machine.
 
