@@ -127,6 +127,32 @@ def test_bare_quantized_module(scaled_diabetes, tmp_path):
 
 
 @pytest.mark.fhe_execute
+def test_module_with_two_inputs_and_two_outputs(rng, tmp_path):
+    """What torch/ONNX import will deploy: a bare graph with several inputs and outputs."""
+    from fhe_sklearn.quantization import GraphBuilder
+    from fhe_sklearn.quantization.post_training import input_quantizer
+
+    a, b = rng.normal(size=(100, 3)), rng.uniform(0, 2, size=(100, 3))
+    builder = GraphBuilder()
+    builder.input(input_quantizer(a, 4), name="a")
+    builder.input(input_quantizer(b, 3), name="b")
+    builder.output(builder.add("Relu", builder.add("Add", "a", "b", name="total"), name="positive", n_bits=4), "a")
+    module = builder.build(a, b)
+    module.compile((a, b))
+    path = FHEModelDev(tmp_path / "dep", module).save()
+    client = FHEModelClient(path, key_dir=tmp_path / "keys")
+    client.generate_private_and_evaluation_keys()
+    encrypted = client.quantize_encrypt_serialize_batch(a[:2], b[:2])
+    result = client.deserialize_decrypt_dequantize(
+        FHEModelServer(path).load().run(encrypted, client.get_serialized_evaluation_keys())
+    )
+    expected = module.forward(a[:2], b[:2], fhe="simulate")
+    assert isinstance(result, tuple) and len(result) == 2
+    for got, want in zip(result, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.fhe_execute
 def test_server_side_imports_no_torch(scaled_diabetes, tmp_path):
     """Load + run on the server in a fresh process: torch, skorch, xgboost never imported."""
     X_train, X_test, y_train, _ = scaled_diabetes

@@ -119,9 +119,11 @@ class FHEModelClient:
         return self.client.evaluation_keys.serialize()
 
     # -- encrypt ---------------------------------------------------------------------------
-    def _encrypt_rows(self, X: Any) -> list[bytes]:
-        x_q = self.model.quantize_input(X)
-        inputs = x_q if isinstance(x_q, list) else [x_q]
+    def _encrypt_rows(self, X: tuple) -> list[bytes]:
+        if not X:
+            raise TypeError("nothing to encrypt: pass the rows (one array per model input)")
+        x_q = self.model.quantize_input(*X)
+        inputs = list(x_q) if isinstance(x_q, tuple) else [x_q]
         rows = []
         for i in range(len(inputs[0])):
             encrypted = self.client.encrypt(*(q[i : i + 1] for q in inputs))
@@ -130,12 +132,14 @@ class FHEModelClient:
             rows.append(serialized[0] if len(serialized) == 1 else pack(serialized, TUPLE_MAGIC))
         return rows
 
-    def quantize_encrypt_serialize(self, X: Any) -> list[bytes]:
+    def quantize_encrypt_serialize(self, *X: Any) -> list[bytes]:
         """One serialized ciphertext per row of ``X``.
 
         Parameters
         ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
+        *X : array-like or DataFrame of shape (n_samples, n_features)
+            The rows; one array per input for a bare module with several inputs (a row's
+            ciphertexts are then framed into one bytes object).
 
         Returns
         -------
@@ -144,7 +148,7 @@ class FHEModelClient:
         """
         return self._encrypt_rows(X)
 
-    def quantize_encrypt_serialize_batch(self, X: Any) -> bytes:
+    def quantize_encrypt_serialize_batch(self, *X: Any) -> bytes:
         """All rows of ``X`` encrypted and serialized as one bytes object.
 
         The circuit runs one row at a time; the batch is the rows' ciphertexts framed
@@ -168,7 +172,7 @@ class FHEModelClient:
 
         Returns
         -------
-        y_q : ndarray of shape (n_results, n_outputs), or a list of them for a circuit
+        y_q : ndarray of shape (n_results, n_outputs), or a tuple of them for a circuit
             with several outputs.
         """
         from concrete import fhe
@@ -192,11 +196,12 @@ class FHEModelClient:
                 raise ValueError(f"malformed encrypted result (result {index}, {len(result)} bytes)") from None
             clear = clear if isinstance(clear, tuple) else (clear,)
             for column, value in zip(columns, clear):
-                column.append(np.asarray(value).reshape(1, -1))
+                value = np.asarray(value)
+                column.append(value if value.ndim >= 2 else value.reshape(1, -1))
         if not results:
             raise ValueError("no result to decrypt")
         out = [np.concatenate(column).astype(np.int64) for column in columns]
-        return out[0] if n_outputs == 1 else out
+        return out[0] if n_outputs == 1 else tuple(out)
 
     def deserialize_decrypt_dequantize(self, results: bytes | list[bytes]) -> np.ndarray:
         """What ``model.predict_proba`` (classifiers) or ``model.predict`` (regressors)
@@ -212,7 +217,7 @@ class FHEModelClient:
         y : ndarray
         """
         y_q = self.deserialize_decrypt(results)
-        y = self.model.dequantize_output(*(y_q if isinstance(y_q, list) else [y_q]))
+        y = self.model.dequantize_output(*(y_q if isinstance(y_q, tuple) else [y_q]))
         return self.model.output_from_dequantized(y)
 
     def deserialize_decrypt_predict(self, results: bytes | list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -230,7 +235,7 @@ class FHEModelClient:
         proba : ndarray or None
         """
         y_q = self.deserialize_decrypt(results)
-        y = self.model.dequantize_output(*(y_q if isinstance(y_q, list) else [y_q]))
+        y = self.model.dequantize_output(*(y_q if isinstance(y_q, tuple) else [y_q]))
         if not hasattr(self.model, "labels_from_dequantized"):
             return self.model.output_from_dequantized(y), None
         return self.model.labels_from_dequantized(y), self.model.output_from_dequantized(y)

@@ -173,15 +173,21 @@ def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
 def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be an object")
-    name = data.get("name")
+    name, shape = data.get("name"), data.get("shape")
     if not isinstance(name, str) or len(name) > MAX_STRING:
         raise ValueError(f"{what}: invalid name")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_FEATURES for d in shape)
+    ):
+        raise ValueError(f"{what}: shape must be 1 to 4 positive integers (one sample's shape)")
     kind = data.get("kind")
     n_bits = data.get("n_bits")
     if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 16:
         raise ValueError(f"{what}: n_bits must be an integer in [1, 16]")
     if kind == "bins":
-        _expect_keys(data, {"name", "kind", "n_bits", "strict", "thresholds"}, what)
+        _expect_keys(data, {"name", "shape", "kind", "n_bits", "strict", "thresholds"}, what)
         if not isinstance(data["strict"], bool) or not isinstance(data["thresholds"], list):
             raise ValueError(f"{what}: invalid strict or thresholds")
         if not 0 < len(data["thresholds"]) <= MAX_FEATURES:
@@ -192,7 +198,9 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
         return {**data, "thresholds": checked}
     if kind == "uniform":
         _expect_keys(
-            data, {"name", "kind", "n_bits", "is_signed", "is_symmetric", "qmin", "qmax", "scale", "zero_point"}, what
+            data,
+            {"name", "shape", "kind", "n_bits", "is_signed", "is_symmetric", "qmin", "qmax", "scale", "zero_point"},
+            what,
         )
         if not isinstance(data["is_signed"], bool) or not isinstance(data["is_symmetric"], bool):
             raise ValueError(f"{what}: is_signed and is_symmetric must be booleans")
@@ -286,18 +294,18 @@ class ClientSpec:
             }
             names = getattr(model, "feature_names_in_", None)
             names = None if names is None else [str(n) for n in names]
-        if module.n_features_in is None:
+        if module.input_shapes is None:
             raise ValueError("the model's QuantizedModule is not calibrated")
-        quantizers = getattr(module, "input_quantizers", None) or [module.input_quantizer]
-        input_names = getattr(module, "input_names", None) or [f"input_{i}" for i in range(len(quantizers))]
-        outputs = getattr(module, "output_specs", None) or [module.output_spec]
-        output_names = getattr(module, "output_names", None) or [f"output_{i}" for i in range(len(outputs))]
-        inputs = [{"name": str(n), **_quantizer_to_json(q, f"input {n}")} for n, q in zip(input_names, quantizers)]
+        inputs = [
+            {"name": str(n), "shape": [int(d) for d in shape], **_quantizer_to_json(q, f"input {n}")}
+            for n, shape, q in zip(module.input_names, module.input_shapes, module.input_quantizers)
+        ]
         outs = [
             {"name": str(n), **{k: encode_array(v, f"output {n} {k}") for k, v in s.to_dict().items()}}
-            for n, s in zip(output_names, outputs)
+            for n, s in zip(module.output_names, module.output_specs)
         ]
-        spec = cls(estimator, int(module.n_features_in), names, inputs, outs, attributes)
+        n_features = int(np.prod(module.input_shapes[0]))
+        spec = cls(estimator, n_features, names, inputs, outs, attributes)
         return cls.from_json(spec.to_json())  # the saved form is the checked one
 
     # -- JSON ----------------------------------------------------------------------------
@@ -406,9 +414,9 @@ def _allowed_for(estimator: str) -> dict[str, type]:
 class ClientModule:
     """The client's view of a compiled ``QuantizedModule``: quantizers only, no ops.
 
-    Same ``quantize_input`` / ``dequantize_output`` contract as ``QuantizedModule``, with
-    ``input_quantizers`` / ``output_specs`` lists (one entry per circuit input / output) and
-    the single-input / single-output shortcuts ``input_quantizer`` / ``output_spec``.
+    Same ``quantize_input`` / ``dequantize_output`` contract as ``QuantizedModule`` (a tuple
+    for several inputs or outputs), with its ``input_quantizers`` / ``output_specs`` lists
+    and the single-input / single-output shortcuts ``input_quantizer`` / ``output_spec``.
     """
 
     def __init__(self, spec: ClientSpec) -> None:
@@ -417,6 +425,7 @@ class ClientModule:
 
         self.n_features_in = spec.n_features_in
         self.input_names = [q["name"] for q in spec.inputs]
+        self.input_shapes = [tuple(q["shape"]) for q in spec.inputs]
         self.output_names = [o["name"] for o in spec.outputs]
         self.input_quantizers = []
         for q in spec.inputs:
@@ -442,27 +451,32 @@ class ClientModule:
         """The de-quantization of the only output."""
         return self.output_specs[0]
 
+    @staticmethod
+    def _select(values: list[Any]) -> Any:
+        return values[0] if len(values) == 1 else tuple(values)
+
     def quantize_input(self, *x: Any) -> Any:
-        """Float rows of each input → integers (one array, or a list for several inputs)."""
+        """Float rows of each input → integers (a tuple for several inputs)."""
         if len(x) != len(self.input_quantizers):
-            raise ValueError(f"the model takes {len(self.input_quantizers)} input(s), got {len(x)}")
+            raise ValueError(
+                f"the model takes {len(self.input_quantizers)} input(s) ({self.input_names}), got {len(x)}"
+            )
         out = []
-        for i, (values, quantizer) in enumerate(zip(x, self.input_quantizers)):
+        for name, shape, values, quantizer in zip(self.input_names, self.input_shapes, x, self.input_quantizers):
             values = np.asarray(values, dtype=np.float64)
-            width = len(quantizer.thresholds) if hasattr(quantizer, "thresholds") else None
-            if i == 0:
-                width = self.n_features_in
-            if values.ndim != 2 or (width is not None and values.shape[1] != width):
-                raise ValueError(f"input {i}: expected shape (n_samples, {width}), got {values.shape}")
+            if values.ndim != 1 + len(shape) or values.shape[1:] != shape:
+                expected = ", ".join(["n_samples", *map(str, shape)])
+                raise ValueError(f"expected input {name!r} of shape ({expected}), got {values.shape}")
             out.append(quantizer.quant(values))
-        return out[0] if len(out) == 1 else out
+        return self._select(out)
 
     def dequantize_output(self, *y_q: Any) -> Any:
-        """Integer outputs → floats (one array, or a list for several outputs)."""
+        """Integer outputs → floats (a tuple for several outputs)."""
         if len(y_q) != len(self.output_specs):
             raise ValueError(f"the model has {len(self.output_specs)} output(s), got {len(y_q)}")
-        out = [s.dequant(np.asarray(q, dtype=np.int64)).astype(np.float64) for q, s in zip(y_q, self.output_specs)]
-        return out[0] if len(out) == 1 else out
+        return self._select(
+            [s.dequant(np.asarray(q, dtype=np.int64)).astype(np.float64) for q, s in zip(y_q, self.output_specs)]
+        )
 
     def output_from_dequantized(self, y: Any) -> Any:
         """A bare module has no post-processing: the de-quantized outputs are the result."""
