@@ -263,3 +263,23 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
         np.testing.assert_array_equal(client_model.output_from_dequantized(y), expected)
         if hasattr(model, "classes_"):
             np.testing.assert_array_equal(client_model.labels_from_dequantized(y), model.predict(X_test))
+
+
+def test_public_deployment_api_is_documented():
+    import inspect
+
+    import fhe_sklearn.deployment as deployment
+
+    missing = []
+    for name in deployment.__all__:
+        obj = getattr(deployment, name)
+        if not inspect.isclass(obj):
+            continue
+        if not (obj.__doc__ or "").strip():
+            missing.append(name)
+        for member_name, member in inspect.getmembers(obj, lambda m: callable(m) or isinstance(m, property)):
+            if not member_name.startswith("_") and not (member.__doc__ or "").strip():
+                missing.append(f"{name}.{member_name}")
+    assert not missing, missing
+    for method in (deployment.FHEModelDev.save, deployment.FHEModelServer.load, deployment.FHEModelServer.run):
+        assert "Returns\n        -------" in method.__doc__ and "Raises\n        ------" in method.__doc__

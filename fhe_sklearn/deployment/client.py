@@ -203,6 +203,10 @@ class FHEModelClient:
         out = [np.concatenate(column).astype(np.int64) for column in columns]
         return out[0] if n_outputs == 1 else tuple(out)
 
+    def _dequantized(self, results: bytes | list[bytes]) -> Any:
+        y_q = self.deserialize_decrypt(results)
+        return self.model.dequantize_output(*(y_q if isinstance(y_q, tuple) else [y_q]))
+
     def deserialize_decrypt_dequantize(self, results: bytes | list[bytes]) -> np.ndarray:
         """What ``model.predict_proba`` (classifiers) or ``model.predict`` (regressors)
         return; the de-quantized outputs for a bare ``QuantizedModule``.
@@ -216,8 +220,7 @@ class FHEModelClient:
         -------
         y : ndarray
         """
-        y_q = self.deserialize_decrypt(results)
-        y = self.model.dequantize_output(*(y_q if isinstance(y_q, tuple) else [y_q]))
+        y = self._dequantized(results)
         return self.model.output_from_dequantized(y)
 
     def deserialize_decrypt_predict(self, results: bytes | list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -234,8 +237,7 @@ class FHEModelClient:
         prediction : ndarray
         proba : ndarray or None
         """
-        y_q = self.deserialize_decrypt(results)
-        y = self.model.dequantize_output(*(y_q if isinstance(y_q, tuple) else [y_q]))
+        y = self._dequantized(results)
         if not hasattr(self.model, "labels_from_dequantized"):
             return self.model.output_from_dequantized(y), None
         return self.model.labels_from_dequantized(y), self.model.output_from_dequantized(y)
