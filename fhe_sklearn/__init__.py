@@ -1,47 +1,54 @@
-"""fhe_sklearn: scikit-learn estimators that predict on encrypted data (TFHE, concrete-python)."""
+"""fhe_sklearn: scikit-learn estimators that predict on encrypted data (TFHE, concrete-python).
+
+Names are imported on first use (PEP 562), so ``import fhe_sklearn.deployment`` on a server
+does not pay for torch, skorch or xgboost.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from ._version import __version__
-from .ensemble import RandomForestClassifier, RandomForestRegressor
-from .glm import GammaRegressor, PoissonRegressor, TweedieRegressor
-from .linear_model import (
-    ElasticNet,
-    Lasso,
-    LinearRegression,
-    LogisticRegression,
-    Ridge,
-    SGDClassifier,
-    SGDRegressor,
-)
-from .neural_net import NeuralNetClassifier, NeuralNetRegressor
-from .serialization import dump, dumps, load, loads
-from .svm import LinearSVC, LinearSVR
-from .tree import DecisionTreeClassifier, DecisionTreeRegressor
-from .xgb import XGBClassifier, XGBRegressor
 
-__all__ = [
-    "DecisionTreeClassifier",
-    "DecisionTreeRegressor",
-    "RandomForestClassifier",
-    "RandomForestRegressor",
-    "XGBClassifier",
-    "XGBRegressor",
-    "ElasticNet",
-    "GammaRegressor",
-    "Lasso",
-    "LinearRegression",
-    "LinearSVC",
-    "LinearSVR",
-    "LogisticRegression",
-    "NeuralNetClassifier",
-    "NeuralNetRegressor",
-    "PoissonRegressor",
-    "Ridge",
-    "SGDClassifier",
-    "SGDRegressor",
-    "TweedieRegressor",
-    "__version__",
-    "dump",
-    "dumps",
-    "load",
-    "loads",
-]
+#: public name → the submodule defining it
+_LAZY = {
+    "DecisionTreeClassifier": "tree",
+    "DecisionTreeRegressor": "tree",
+    "RandomForestClassifier": "ensemble",
+    "RandomForestRegressor": "ensemble",
+    "XGBClassifier": "xgb",
+    "XGBRegressor": "xgb",
+    "ElasticNet": "linear_model",
+    "GammaRegressor": "glm",
+    "Lasso": "linear_model",
+    "LinearRegression": "linear_model",
+    "LinearSVC": "svm",
+    "LinearSVR": "svm",
+    "LogisticRegression": "linear_model",
+    "NeuralNetClassifier": "neural_net",
+    "NeuralNetRegressor": "neural_net",
+    "PoissonRegressor": "glm",
+    "Ridge": "linear_model",
+    "SGDClassifier": "linear_model",
+    "SGDRegressor": "linear_model",
+    "TweedieRegressor": "glm",
+    "dump": "serialization",
+    "dumps": "serialization",
+    "load": "serialization",
+    "loads": "serialization",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fhe_sklearn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

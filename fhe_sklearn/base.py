@@ -41,6 +41,9 @@ class FHEEstimatorMixin:
     _multi_output: ClassVar[bool | None] = None
     #: float-model parameters whose default differs from scikit-learn's (documented per class)
     _default_overrides: ClassVar[dict[str, Any]] = {}
+    #: fitted values (and parameters) a deployed client may see, with their types: what its
+    #: post-processing reads. Merged along the class hierarchy (see deployment.ClientSpec)
+    _client_attributes: ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -275,6 +278,8 @@ class FHEEstimatorMixin:
 class FHERegressorMixin(FHEEstimatorMixin):
     """Regressor behaviour: targets from the de-quantized circuit output."""
 
+    _client_attributes: ClassVar[dict[str, type]] = {"single_target_": bool}
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Predict targets; ``fhe`` is ``"disable"``, ``"simulate"`` or ``"execute"``.
 
@@ -300,6 +305,8 @@ class FHERegressorMixin(FHEEstimatorMixin):
 
 class FHEClassifierMixin(FHEEstimatorMixin):
     """Classifier behaviour: labels, probabilities and scores decided in the clear."""
+
+    _client_attributes: ClassVar[dict[str, type]] = {"classes_": np.ndarray}
 
     @property
     def n_classes_(self) -> int:
@@ -342,10 +349,13 @@ class FHEClassifierMixin(FHEEstimatorMixin):
             return self.post_processing(scores)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
+    def labels_from_dequantized(self, scores: np.ndarray) -> np.ndarray:
+        """``predict``'s result from de-quantized circuit outputs (client side)."""
+        return self.classes_[self._class_indices(scores)]
+
     def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
         """Class labels, decided in the clear from the de-quantized circuit output."""
-        indices = self._class_indices(self._inference(X, fhe, n_jobs))  # checks fitted first
-        return self.classes_[indices]
+        return self.labels_from_dequantized(self._inference(X, fhe, n_jobs))  # checks fitted first
 
 
 def _float_parameters(sklearn_class: type) -> list[inspect.Parameter]:

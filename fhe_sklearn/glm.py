@@ -3,6 +3,8 @@ inverse link (exp for log links) is applied in the clear after decryption."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from sklearn import linear_model as sk_linear
 
@@ -10,6 +12,8 @@ from .linear_model import _LinearRegressor
 
 
 class _GLMRegressor(_LinearRegressor):
+    _client_attributes: ClassVar[dict[str, type]] = {"link_": str}
+
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()
         # sklearn's GLMs keep their link on the fitted loss object: log or identity here

@@ -113,6 +113,7 @@ class SGDClassifier(_LinearClassifier):
 
     _sklearn_class = sk_linear.SGDClassifier
     _default_overrides: ClassVar[dict[str, Any]] = {"loss": "log_loss"}
+    _client_attributes: ClassVar[dict[str, type]] = {"loss": str}
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         """Class probabilities from the scores (sigmoid for ``log_loss``, clipped linear for

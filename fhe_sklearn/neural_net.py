@@ -181,6 +181,7 @@ class _NeuralNet(FHEEstimatorMixin):
 
     _skorch_class: ClassVar[type[skorch.NeuralNet]]
     _criterion: ClassVar[type[torch.nn.Module]]
+    _client_attributes: ClassVar[dict[str, type]] = {"output_bias_": np.ndarray}
 
     def __init__(
         self,
@@ -336,6 +337,7 @@ class NeuralNetRegressor(_NeuralNet, FHERegressorMixin, RegressorMixin, BaseEsti
 
     _skorch_class = FloatNetRegressor
     _criterion = torch.nn.MSELoss
+    _client_attributes: ClassVar[dict[str, type]] = {"y_mean_": np.ndarray, "y_scale_": np.ndarray}
 
     def _fit_float(self, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> skorch.NeuralNet:
         y2d = y.reshape(len(y), -1)

@@ -37,6 +37,7 @@ class _TreeModel(FHEEstimatorMixin):
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
     _default_n_bits: ClassVar[int] = 6
     _extra_params: ClassVar[dict] = {"quantization": "uniform"}
+    _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     @classmethod
     def from_sklearn_model(cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None) -> _TreeModel:

@@ -6,7 +6,7 @@ link run in the clear.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import xgboost
@@ -45,6 +45,8 @@ def xgb_flat_trees(booster: xgboost.Booster, n_groups: int) -> list[FlatTree]:
 
 class _XGBModel:
     """Shared by XGBClassifier and XGBRegressor: trees from the booster, base margin fitted."""
+
+    _client_attributes: ClassVar[dict[str, type]] = {"base_margin_": np.ndarray, "objective": str}
 
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()

@@ -1,6 +1,31 @@
-"""Client/server deployment of compiled models."""
+"""Client/server deployment of compiled models.
 
-from .fhe_model import FHEModelClient, FHEModelDev, FHEModelServer
+- :class:`FHEModelDev` (model owner) saves ``server.zip`` and ``client.json``;
+- :class:`FHEModelClient` holds the keys, quantizes and encrypts, decrypts and post-processes;
+- :class:`FHEModelServer` runs the circuit on ciphertexts with the client's evaluation keys;
+- :class:`ClientSpec` is what the client file holds; :class:`HTTPClient` talks to
+  ``fhe_sklearn serve``.
+
+Importing this package (and serving with :class:`FHEModelServer`) loads neither torch,
+skorch nor xgboost; :class:`FHEModelClient` imports ``concrete.fhe`` when created.
+"""
+
+from .artifacts import FORMAT_VERSION, read_client_file
+from .client import FHEModelClient
+from .client_spec import ClientModule, ClientSpec
+from .dev import FHEModelDev
 from .http_client import HTTPClient
+from .key_cache import EvaluationKeyCache
+from .server_side import FHEModelServer
 
-__all__ = ["FHEModelClient", "FHEModelDev", "FHEModelServer", "HTTPClient"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ClientModule",
+    "ClientSpec",
+    "EvaluationKeyCache",
+    "FHEModelClient",
+    "FHEModelDev",
+    "FHEModelServer",
+    "HTTPClient",
+    "read_client_file",
+]

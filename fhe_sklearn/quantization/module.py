@@ -130,8 +130,6 @@ class QuantizedModule:
     @property
     def output_specs(self) -> list[TensorSpec]:
         """How each output's integers map to floats (and their worst-case range)."""
-        if getattr(self, "client_output_specs", None) is not None:
-            return list(self.client_output_specs)
         specs = dict(zip(self.input_names, self.input_specs))
         return [specs[n] if n in specs else self._op(n).output_spec for n in self.output_names]
 
@@ -150,14 +148,6 @@ class QuantizedModule:
     def _require_single(self, what: str, count: int) -> None:
         if count != 1:
             raise ValueError(f"this module has {count} {what}s: use the list form ({what}_quantizers / {what}_specs)")
-
-    def client_view(self) -> QuantizedModule:
-        """What a client needs: input quantization and output de-quantization, no ops
-        (no weights, thresholds or leaf values of the model)."""
-        view = QuantizedModule(dict(zip(self.input_names, self.input_quantizers)), [], self.input_names[:1])
-        view.input_shapes = self.input_shapes
-        view.client_output_specs = self.output_specs
-        return view
 
     def _op(self, name: str) -> QuantizedOp:
         return next(op for op in self.ops if op.name == name)
