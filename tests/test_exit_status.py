@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FAILS_AFTER_A_CIRCUIT = textwrap.dedent(
     """
-        from fhe_sklearn.quantization import PostTrainingQuantizer
+    import numpy as np
+    from fhe_sklearn.quantization import PostTrainingQuantizer
 
     x = np.random.default_rng(0).normal(size=(20, 2))
     module = PostTrainingQuantizer(n_bits=3).quantize_module([{"type": "relu"}], x)
