@@ -245,6 +245,7 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
     cases = [
         (SGDClassifier(loss="log_loss", random_state=0), X_c, y_c, Xt_c),
         (RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0), X_c, y_c, Xt_c),
+        (RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0, quantization="splits"), X_c, y_c, Xt_c),
         (XGBClassifier(n_estimators=3, max_depth=2), X_c, y_c, Xt_c),
         (PoissonRegressor(), X_r, y_r - y_r.min() + 1, Xt_r),
         (DecisionTreeRegressor(max_depth=2), X_r, y_r, Xt_r),
@@ -253,6 +254,7 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
     for model, X, y, X_test in cases:
         model.fit(X, y)
         spec = ClientSpec.from_model(model)
+        assert spec.inputs[0]["kind"] == ("bins" if getattr(model, "quantization", "") == "splits" else "uniform")
         assert ClientSpec.from_json(json.loads(json.dumps(spec.to_json()))).to_json() == spec.to_json()
         client_model = spec.build_model()
         assert not hasattr(client_model, "sklearn_model_")
