@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from concrete import fhe
 
-from .quantizers import MAX_BIT_WIDTH, integer_bit_width
+from .quantizers import MAX_BIT_WIDTH, as_integers, check_scale, integer_bit_width
 
 
 def hint_range(value: Any, lo: Any, hi: Any) -> Any:
@@ -34,10 +34,16 @@ class TensorSpec:
     hi: Any
 
     def __post_init__(self) -> None:
-        self.scale = np.asarray(self.scale, dtype=np.float64)
-        self.zero_point = np.asarray(self.zero_point, dtype=np.int64)
-        self.lo = np.asarray(self.lo, dtype=np.int64)
-        self.hi = np.asarray(self.hi, dtype=np.int64)
+        self.scale = check_scale(self.scale, "TensorSpec scale")
+        self.zero_point = as_integers(self.zero_point, "TensorSpec zero_point")
+        self.lo = as_integers(self.lo, "TensorSpec lo")
+        self.hi = as_integers(self.hi, "TensorSpec hi")
+        try:
+            ordered = np.all(self.lo <= self.hi)
+        except ValueError as err:
+            raise ValueError(f"TensorSpec lo and hi have shapes {self.lo.shape} and {self.hi.shape}") from err
+        if not ordered:
+            raise ValueError("TensorSpec lo must not exceed hi")
 
     @property
     def bit_width(self) -> int:

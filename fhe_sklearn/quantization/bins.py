@@ -33,8 +33,12 @@ class ThresholdBinQuantizer(_QuantizerIntrospection):
     """
 
     def __init__(self, thresholds: list[np.ndarray], strict: bool = False, max_bits: int = 16) -> None:
-        self.strict = strict
+        if not isinstance(strict, (bool, np.bool_)):
+            raise ValueError(f"strict must be True or False, got {strict!r}")
+        self.strict = bool(strict)
         self.thresholds = [np.unique(self._as_compared(t)) for t in thresholds]
+        for feature, t in enumerate(self.thresholds):
+            check_finite(t, f"thresholds of feature {feature}")
         widest = max((len(t) for t in self.thresholds), default=0)
         n_bits = integer_bit_width(0, widest)
         if n_bits > max_bits:

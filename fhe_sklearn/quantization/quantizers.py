@@ -34,6 +34,35 @@ def check_finite(values: np.ndarray, what: str = "input") -> None:
         raise ValueError(f"{what} contains {n_bad} NaN or infinite value(s); FHE needs finite data")
 
 
+def as_integers(values: Any, what: str) -> np.ndarray:
+    """``values`` as int64, refusing non-integral, non-finite or non-numeric ones (no silent
+    truncation of 0.5 to 0)."""
+    array = np.asarray(values)
+    if array.dtype.kind == "O":  # python ints from exact interval arithmetic
+        try:
+            return np.asarray(values, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"{what} must be integers within int64, got {values!r}") from err
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.rint(array))):
+        raise ValueError(f"{what} must be integers, got {values!r}")
+    if array.dtype.kind in "uf" and array.size and (array.max() > 2**63 - 1 or array.min() < -(2**63)):
+        raise ValueError(f"{what} must be integers within int64")
+    return array.astype(np.int64)
+
+
+def check_scale(scale: Any, what: str = "quantization scale") -> np.ndarray:
+    """``scale`` as float64, refusing zero, negative, NaN or infinite values."""
+    array = np.asarray(scale)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if np.any(array <= 0) or not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} must be positive and finite, got {array}")
+    return array
+
+
 def integer_bit_width(lo: Any, hi: Any) -> int:
     """Bits needed to store every integer in [lo, hi] (a sign bit included when lo < 0)."""
     lo = int(np.min(lo))
@@ -70,6 +99,10 @@ class QuantizationOptions:
 
     def __post_init__(self) -> None:
         self.n_bits = check_n_bits(self.n_bits)
+        for flag in ("is_signed", "is_symmetric", "is_qat", "power_of_two_scale"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            setattr(self, flag, bool(getattr(self, flag)))
         if self.is_symmetric and not self.is_signed:
             raise ValueError("a symmetric quantizer must be signed (is_signed=True)")
 
@@ -276,15 +309,16 @@ class UniformQuantizer(_QuantizerIntrospection):
             scale, zero_point = params.scale, params.zero_point
         self.options = options
         self.stats = stats
+        if stats is not None and not isinstance(stats, MinMaxQuantizationStats):
+            raise TypeError(f"stats must be MinMaxQuantizationStats, got {type(stats).__name__}")
         if scale is not None:
-            self.scale = np.asarray(scale, dtype=np.float64)
-            self.zero_point = np.asarray(0 if zero_point is None else zero_point, dtype=np.int64)
+            self.scale = check_scale(scale)
+            self.zero_point = as_integers(0 if zero_point is None else zero_point, "quantization zero point")
         elif stats is not None:
             self.scale, self.zero_point = self.compute_quantization_parameters(options, stats)
+            self.scale = check_scale(self.scale)
         else:
             raise ValueError("UniformQuantizer needs stats, params or an explicit scale")
-        if np.any(self.scale <= 0) or not np.all(np.isfinite(self.scale)):
-            raise ValueError(f"quantization scale must be positive and finite, got {self.scale}")
 
     @staticmethod
     def compute_quantization_parameters(
