@@ -81,6 +81,9 @@ def test_http_round_trip_tokens_limits_eviction_and_restart(scaled_wine, tmp_pat
         for path, headers in (("/keys", _bearer(API_KEY)), (f"/predict/{client.key_id}", auth)):
             too_large = httpx.post(f"{url}{path}", content=b"x" * (2 * MB), headers=headers)
             assert too_large.status_code == 413 and "limit" in too_large.json()["detail"]
+        with pytest.raises(ServerError, match="exceed the server's 1048576-byte limit") as too_large:
+            client.run_encrypted(b"x" * (2 * MB))  # refused by the client before sending
+        assert too_large.value.status_code == 413
         assert httpx.post(f"{url}/predict/{client.key_id}", content=b"", headers=auth).status_code == 400
         assert httpx.get(f"{url}/keys").status_code == 405
 

@@ -79,6 +79,8 @@ class HTTPClient:
         self.max_retries = max_retries
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        #: the server's ``/info``: versions and body limits
+        self.server_info = self._request("GET", "/info").json()
         response = self._request("GET", "/client.json")
         (self.work_dir / CLIENT_FILE).write_bytes(response.content)
         self.fhe = FHEModelClient(self.work_dir, key_dir=key_dir or self.work_dir / "keys")
@@ -117,11 +119,19 @@ class HTTPClient:
             message = f"server answered {status}: {detail}"
         raise ServerError(status, message, _retry_after(response))
 
+    def _check_size(self, body: bytes, limit: str, what: str) -> None:
+        # refused before sending: a server cuts an oversized body short, and the client may
+        # then see a reset connection instead of the 413
+        if limit in self.server_info and len(body) > self.server_info[limit]:
+            message = f"{what} of {len(body)} bytes exceed the server's {self.server_info[limit]}-byte limit"
+            raise ServerError(413, f"request too large for the server: {message}")
+
     def upload_keys(self) -> str:
         """Generate keys if needed and upload the evaluation keys; returns the key id (the
         token is kept in ``self.token``)."""
         self.fhe.generate_private_and_evaluation_keys()
         keys = self.fhe.get_serialized_evaluation_keys()
+        self._check_size(keys, "max_keys_bytes", "evaluation keys")
         answer = self._request("POST", "/keys", self.api_key, content=keys).json()
         self.key_id, self.token = answer["key_id"], answer["token"]
         return self.key_id
@@ -138,6 +148,7 @@ class HTTPClient:
         Uploads the evaluation keys first if needed, and once more if the server no longer
         accepts the key id (it evicts least recently used key sets).
         """
+        self._check_size(encrypted, "max_request_bytes", "ciphertext")
         if self.key_id is None:
             self.upload_keys()
         try:

@@ -135,6 +135,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         title="fhe_sklearn inference server",
         version=__version__,
         lifespan=lifespan,
+        redirect_slashes=False,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
