@@ -227,14 +227,17 @@ def _serve(args: argparse.Namespace) -> None:
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
         docs=args.docs,
     )
-    serve(args.deployment_dir, args.host, args.port, args.key_dir, settings)
+    try:
+        serve(args.deployment_dir, args.host, args.port, args.key_dir, settings)
+    except ValueError as err:  # an unreadable deployment directory
+        raise SystemExit(str(err)) from None
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type, zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not (value >= 0 if zero else value > 0):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {'non-negative' if zero else 'positive'}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error message
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> Any:
     s.add_argument("--max-key-sets", type=_positive(int), default=100, help="key sets kept (LRU eviction)")
     s.add_argument("--key-quota-gb", type=_positive(float), default=20, help="disk for key sets (LRU eviction)")
     s.add_argument("--workers", type=_positive(int), default=2, help="worker processes running ciphertexts")
-    s.add_argument("--max-queue", type=int, default=16, help="requests waiting for a worker before 503")
+    s.add_argument("--max-queue", type=_positive(int, zero=True), default=16, help="requests waiting beyond, then 503")
     s.add_argument("--timeout", type=_positive(float), default=600, help="seconds per execution (504 beyond)")
     s.add_argument("--deserialize-timeout", type=_positive(float), default=10, help="seconds to deserialize an input")
     s.add_argument("--key-cache", type=_positive(int), default=2, help="key sets each worker keeps in memory")

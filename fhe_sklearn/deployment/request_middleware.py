@@ -16,9 +16,6 @@ from typing import Any
 
 logger = logging.getLogger("fhe_sklearn.server")
 
-#: a refused body is not drained: the connection is closed after the answer
-CLOSE = {"Connection": "close"}
-
 
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
@@ -50,7 +47,8 @@ class LimitAndLogMiddleware:
 
     A declared ``Content-Length`` over the limit is refused before the body is read; otherwise
     the count runs over the chunks as the application receives them and :class:`BodyTooLarge`
-    is raised inside the application (which answers 413).
+    is raised inside the application (which answers 413). Any answer sent before the whole
+    body was read closes the connection, so the rest is never read.
     """
 
     def __init__(self, app: Any, limit_for: Callable[[str], int]) -> None:
@@ -63,7 +61,9 @@ class LimitAndLogMiddleware:
             return
         started = time.perf_counter()
         limit = self.limit_for(scope["path"])
-        state = {"status": 500, "in": 0, "out": 0}
+        headers = dict(scope["headers"])
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        state = {"status": 500, "in": 0, "out": 0, "body_read": not has_body}
 
         async def counting_receive() -> dict:
             message = await receive()
@@ -71,22 +71,27 @@ class LimitAndLogMiddleware:
                 state["in"] += len(message.get("body", b""))
                 if state["in"] > limit:
                     raise BodyTooLarge(limit)
+                state["body_read"] = not message.get("more_body", False)
             return message
 
         async def counting_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                if not state["body_read"]:
+                    # answered before the end of the body (refused, unauthorized...): close the
+                    # connection rather than let the server read and discard the rest
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             elif message["type"] == "http.response.body":
                 state["out"] += len(message.get("body", b""))
             await send(message)
 
         try:
-            refusal = _declared_length_refusal(scope, limit)
+            refusal = _declared_length_refusal(headers.get(b"content-length"), limit)
             if refusal is not None:
                 from starlette.responses import JSONResponse
 
                 status, detail = refusal
-                await JSONResponse({"detail": detail}, status_code=status, headers=CLOSE)(scope, receive, counting_send)
+                await JSONResponse({"detail": detail}, status_code=status)(scope, receive, counting_send)
             else:
                 await self.app(scope, counting_receive, counting_send)
         finally:
@@ -105,11 +110,11 @@ class LimitAndLogMiddleware:
             )
 
 
-def _declared_length_refusal(scope: dict, limit: int) -> tuple[int, str] | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if not value.isdigit():
-                return 400, "malformed Content-Length header"
-            if int(value) > limit:
-                return 413, f"request of {int(value)} bytes exceeds the {limit}-byte limit"
+def _declared_length_refusal(declared: bytes | None, limit: int) -> tuple[int, str] | None:
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        return 400, "malformed Content-Length header"
+    if int(declared) > limit:
+        return 413, f"request of {int(declared)} bytes exceeds the {limit}-byte limit"
     return None

@@ -34,7 +34,7 @@ from .._version import __version__
 from ..serialization import FORMAT_VERSION
 from .fhe_model import CLIENT_FILE, read_client_file
 from .key_store import KeyStore, KeyStoreFull, token_digest
-from .request_middleware import CLOSE, BodyTooLarge, JsonLogFormatter, LimitAndLogMiddleware
+from .request_middleware import BodyTooLarge, JsonLogFormatter, LimitAndLogMiddleware
 from .worker_pool import TaskError, WorkerPool
 
 OCTETS = "application/octet-stream"
@@ -122,6 +122,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         settings.key_cache,
     )
     api_key_digest = token_digest(settings.api_key) if settings.api_key else None
+    uploads = {"in_progress": 0}  # streamed to disk before a worker checks them: bounded too
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -148,7 +149,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413, headers=CLOSE)
+        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(TaskError)
     async def task_error(request: Request, exc: TaskError) -> JSONResponse:
@@ -208,6 +209,9 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         declared = request.headers.get("content-length")
         if declared is not None:
             store.check_fits(int(declared))  # the middleware checked it is an integer
+        if uploads["in_progress"] >= settings.workers + settings.max_queue:
+            raise TaskError(503, "too many key uploads in progress", retry_after=5)
+        uploads["in_progress"] += 1
         path = store.new_upload()
         try:
             await _stream_to_file(request, path, run_in_threadpool)
@@ -220,6 +224,8 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         except BaseException:
             store.discard_upload(path)
             raise
+        finally:
+            uploads["in_progress"] -= 1
         logger.info("key set stored", extra={"bytes": size, "key_sets": len(store), "stored_bytes": store.total_bytes})
         return {"key_id": key_id, "token": token}
 

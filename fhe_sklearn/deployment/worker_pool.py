@@ -41,6 +41,10 @@ class TaskError(Exception):
         self.retry_after = retry_after
 
 
+class _Answered(TaskError):
+    """A task error reported by a worker that is still healthy."""
+
+
 def _die_with_parent() -> None:
     try:  # Linux: the kernel kills the worker when the server process dies, even mid-task
         import ctypes
@@ -258,8 +262,12 @@ class WorkerPool:
 
     async def _exchange(self, worker: _Worker, header: dict, payload: bytes) -> bytes:
         """Send one task and read its answer."""
-        worker.conn.send_bytes(json.dumps(header).encode())
-        worker.conn.send_bytes(payload)
+        try:
+            worker.conn.send_bytes(json.dumps(header).encode())
+            worker.conn.send_bytes(payload)
+        except OSError:  # the worker died while idle (e.g. out of memory)
+            logger.warning("a worker was found dead", extra={"exitcode": worker.process.exitcode})
+            raise TaskError(503, "a worker is restarting", retry_after=5) from None
         what = "evaluation keys" if header["op"] == "keys" else "ciphertext"
         timeout = self.deserialize_timeout
         while True:
@@ -297,7 +305,3 @@ class WorkerPool:
             return await self._task(header, payload)
         except _Answered as err:
             raise TaskError(err.status, err.message) from None
-
-
-class _Answered(TaskError):
-    """A task error reported by a worker that is still healthy."""
