@@ -23,6 +23,20 @@ def ignore_sigpipe() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
+def read_answer_head(sock: socket.socket) -> bytes:
+    """What the server answered on a raw socket, up to the end of its headers (or the close)."""
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            part = sock.recv(4096)
+            if not part:
+                break
+            answer += part
+    except OSError:
+        pass
+    return answer
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

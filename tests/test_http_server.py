@@ -8,7 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from http_server_process import ServerProcess, ignore_sigpipe, linear_deployment
+from http_server_process import ServerProcess, ignore_sigpipe, linear_deployment, read_answer_head
 
 from fhe_sklearn.deployment import HTTPClient
 from fhe_sklearn.deployment.http_client import ServerError
@@ -98,13 +98,26 @@ def test_http_round_trip_tokens_limits_eviction_and_restart(scaled_wine, tmp_pat
         np.testing.assert_array_equal(client.predict(rows), expected)
         assert client.key_id != first_id
         assert sorted(p.name for p in server_keys.iterdir()) == sorted([client.key_id, others[1].key_id])
+
+        # the server dies in the middle of an upload
+        upload = socket.create_connection(("127.0.0.1", server.port))
+        head = f"POST /keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+        upload.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + b"k" * 16 + b"\r\n")
+        deadline = time.monotonic() + 10
+        while not any(p.name.startswith(".upload-") for p in server_keys.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(p.name.startswith(".upload-") for p in server_keys.iterdir())
+        server.process.kill()
+        upload.close()
     finally:
         server.stop()
 
-    # keys and tokens live on disk: a restarted server accepts the same credentials
+    # keys and tokens live on disk: a restarted server accepts the same credentials, and an
+    # interrupted upload leaves nothing behind
     server = ServerProcess(deployment, server_keys, log, *options)
     try:
         key_id = client.key_id
+        assert sorted(p.name for p in server_keys.iterdir()) == sorted([client.key_id, others[1].key_id])
         client.http = httpx.Client(base_url=server.url, timeout=600)
         np.testing.assert_array_equal(client.predict(rows), expected)
         assert client.key_id == key_id  # no new upload
@@ -147,15 +160,8 @@ def _chunked_upload(port: int, path: str, total: int, headers: str = "", chunk: 
             sent += chunk
     except OSError:  # the server closed the connection after answering
         pass
-    answer = b""
-    try:
-        while b"\r\n\r\n" not in answer:
-            part = sock.recv(4096)
-            if not part:
-                break
-            answer += part
-    finally:
-        sock.close()
+    answer = read_answer_head(sock)
+    sock.close()
     return sent, answer
 
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from http_server_process import ServerProcess, ignore_sigpipe, linear_deployment
+from http_server_process import ServerProcess, ignore_sigpipe, linear_deployment, read_answer_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,15 +50,7 @@ def _raw_request(port: int, data: bytes) -> int:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        answer = b""
-        try:
-            while b"\r\n" not in answer:
-                part = sock.recv(4096)
-                if not part:
-                    break
-                answer += part
-        except OSError:
-            pass
+        answer = read_answer_head(sock)
     parts = answer.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 

@@ -46,7 +46,9 @@ class _Answered(TaskError):
 
 
 def _die_with_parent() -> None:
-    try:  # Linux: the kernel kills the worker when the server process dies, even mid-task
+    # Linux: the kernel kills the worker when the thread that started it ends (a thread of the
+    # event loop's executor, which lives as long as the server), even mid-task
+    try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
