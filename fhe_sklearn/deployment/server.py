@@ -66,8 +66,8 @@ class ServerSettings:
     timeout : float
         Seconds one execution may take (504 beyond, and its worker is replaced).
     deserialize_timeout : float
-        Seconds to deserialize one ciphertext or key upload (400 beyond: a valid one takes
-        milliseconds).
+        Seconds to deserialize one ciphertext (400 beyond: a valid one takes milliseconds);
+        a key upload gets at least one second per 10 MB.
     key_cache : int
         Key sets each worker keeps deserialized in memory.
     api_key : str or None
@@ -212,18 +212,19 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         if uploads["in_progress"] >= settings.workers + settings.max_queue:
             raise TaskError(503, "too many key uploads in progress", retry_after=5)
         uploads["in_progress"] += 1
-        path = store.new_upload()
         try:
-            await _stream_to_file(request, path, run_in_threadpool)
-            size = path.stat().st_size
-            if size == 0:
-                raise HTTPException(400, "empty request body")
-            store.check_fits(size)
-            await pool.check_keys(path)
-            key_id, token = store.commit(path)
-        except BaseException:
-            store.discard_upload(path)
-            raise
+            path = store.new_upload()
+            try:
+                await _stream_to_file(request, path, run_in_threadpool)
+                size = path.stat().st_size
+                if size == 0:
+                    raise HTTPException(400, "empty request body")
+                store.check_fits(size)
+                await pool.check_keys(path)
+                key_id, token = store.commit(path)
+            except BaseException:
+                store.discard_upload(path)
+                raise
         finally:
             uploads["in_progress"] -= 1
         logger.info("key set stored", extra={"bytes": size, "key_sets": len(store), "stored_bytes": store.total_bytes})
