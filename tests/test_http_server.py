@@ -245,3 +245,15 @@ def test_one_malicious_ciphertext_stalls_nothing_and_chunked_bodies_are_cut(scal
             f"ciphertext was in flight (refused after {attack_seconds:.1f} s); chunked 20 MB bodies "
             f"refused after sending {cut} bytes, server read {read} bytes; server log {len(log)} bytes"
         )
+
+
+def test_docs_only_on_request(scaled_wine, tmp_path):
+    from fhe_sklearn.deployment.server import ServerSettings, create_app
+
+    _, deployment = linear_deployment(scaled_wine, tmp_path / "deployment")
+    # the worker processes start with the application's lifespan, not here
+    off = create_app(deployment, tmp_path / "keys", ServerSettings())
+    on = create_app(deployment, tmp_path / "keys", ServerSettings(docs=True))
+    assert (off.docs_url, off.redoc_url, off.openapi_url) == (None, None, None)  # 404s: tested above
+    assert (on.docs_url, on.redoc_url, on.openapi_url) == ("/docs", "/redoc", "/openapi.json")
+    assert set(on.openapi()["paths"]) == {"/health", "/info", "/client.json", "/keys", "/predict/{key_id}"}
