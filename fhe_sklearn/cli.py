@@ -171,7 +171,8 @@ def predict_command(args: argparse.Namespace) -> pd.DataFrame:
     X, _ = read_csv(args.data, args.target, require_target=False)
     key_dir = Path(args.key_dir)
     if args.server:
-        remote = HTTPClient(args.server, work_dir=key_dir)
+        api_key = Path(args.api_key_file).read_text().strip() if args.api_key_file else None
+        remote = HTTPClient(args.server, work_dir=key_dir, api_key=api_key)
         client, run = remote.fhe, remote.run_encrypted
         print(f"uploading evaluation keys to {args.server}...")
         remote.upload_keys()
@@ -211,9 +212,36 @@ def predict_command(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .deployment.server import serve
+    from .deployment.server import MB, ServerSettings, read_api_key, serve
 
-    serve(args.deployment_dir, args.host, args.port, args.key_dir, args.max_request_mb)
+    settings = ServerSettings(
+        max_request_bytes=int(args.max_request_mb * MB),
+        max_keys_bytes=int(args.max_keys_mb * MB),
+        max_key_sets=args.max_key_sets,
+        key_quota_bytes=int(args.key_quota_gb * 1024 * MB),
+        workers=args.workers,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        deserialize_timeout=args.deserialize_timeout,
+        key_cache=args.key_cache,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        docs=args.docs,
+    )
+    try:
+        serve(args.deployment_dir, args.host, args.port, args.key_dir, settings)
+    except ValueError as err:  # an unreadable deployment directory
+        raise SystemExit(str(err)) from None
+
+
+def _positive(kind: type, zero: bool = False) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (value >= 0 if zero else value > 0):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {'non-negative' if zero else 'positive'}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -293,13 +321,24 @@ def main(argv: list[str] | None = None) -> Any:
     r.add_argument("--target", default=None, help="a column to ignore (for data without feature names)")
     r.add_argument("--key-dir", default="client_keys", help="where the private keys are kept")
     r.add_argument("--server", default=None, help="URL of a `serve` server; default: run the server side here")
+    r.add_argument("--api-key-file", default=None, help="the --server's API key for key uploads, if it has one")
     r.set_defaults(func=predict_command)
     s = commands.add_parser("serve", help="serve a deployment directory over HTTP")
     s.add_argument("deployment_dir")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--key-dir", default="server_keys", help="where clients' evaluation keys are stored")
-    s.add_argument("--max-request-mb", type=float, default=2048, help="evaluation keys can be hundreds of MB")
+    s.add_argument("--key-dir", default="server_keys", help="where clients' evaluation keys are stored (0700)")
+    s.add_argument("--api-key-file", default=None, help="file holding a key that POST /keys must present")
+    s.add_argument("--max-request-mb", type=_positive(float), default=64, help="largest ciphertext body")
+    s.add_argument("--max-keys-mb", type=_positive(float), default=2048, help="largest evaluation-key upload")
+    s.add_argument("--max-key-sets", type=_positive(int), default=100, help="key sets kept (LRU eviction)")
+    s.add_argument("--key-quota-gb", type=_positive(float), default=20, help="disk for key sets (LRU eviction)")
+    s.add_argument("--workers", type=_positive(int), default=2, help="worker processes running ciphertexts")
+    s.add_argument("--max-queue", type=_positive(int, zero=True), default=16, help="requests waiting beyond, then 503")
+    s.add_argument("--timeout", type=_positive(float), default=600, help="seconds per execution (504 beyond)")
+    s.add_argument("--deserialize-timeout", type=_positive(float), default=10, help="seconds to deserialize an input")
+    s.add_argument("--key-cache", type=_positive(int), default=2, help="key sets each worker keeps in memory")
+    s.add_argument("--docs", action="store_true", help="serve /docs, /redoc and /openapi.json")
     s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -3,6 +3,9 @@ send encrypted rows, decrypt the answers."""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,43 +14,126 @@ import numpy as np
 from .fhe_model import CLIENT_FILE, FHEModelClient
 
 
+class ServerError(RuntimeError):
+    """The server refused a request; ``status_code`` is its HTTP status and ``retry_after``
+    (503 only) the seconds it asked to wait."""
+
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+def _restore_python_sigpipe() -> None:
+    """Ignore SIGPIPE again, as Python does at startup: once a circuit has run in this process,
+    concrete's runtime turns SIGPIPE into a crash, and a server that refuses a body (413) closes
+    the connection while the body is still being sent."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return float(response.headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
+
 class HTTPClient:
     """Encrypted predictions from a remote ``fhe_sklearn serve`` server.
+
+    The client uploads its evaluation keys once and keeps the returned key id and secret token
+    (``key_id``, ``token``) to authenticate every prediction. Its private keys never leave
+    ``key_dir``.
 
     Parameters
     ----------
     url : str
-        e.g. ``"http://127.0.0.1:8000"``.
+        e.g. ``"https://fhe.example.org"``; plain ``http://`` only on a trusted network.
     work_dir : str or Path
         Where the client file and (unless ``key_dir``) the private keys are kept.
+    key_dir : str or Path, optional
+        Where the private keys are kept (default ``work_dir / "keys"``).
+    timeout : float
+        Seconds per HTTP request.
+    api_key : str, optional
+        The server's API key, if its key uploads need one (``serve --api-key-file``).
+    max_retries : int
+        How many times a 503 (server busy) is retried after the delay the server asks for
+        (at most 60 s each).
     """
 
-    def __init__(self, url: str, work_dir: str | Path, key_dir: str | Path | None = None, timeout: float = 600) -> None:
+    def __init__(
+        self,
+        url: str,
+        work_dir: str | Path,
+        key_dir: str | Path | None = None,
+        timeout: float = 600,
+        api_key: str | None = None,
+        max_retries: int = 3,
+    ) -> None:
         import httpx
 
         self.http = httpx.Client(base_url=url, timeout=timeout)
+        self.api_key = api_key
+        self.max_retries = max_retries
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        response = self._check(self.http.get("/client.json"))
+        #: the server's ``/info``: versions and body limits
+        self.server_info = self._request("GET", "/info").json()
+        response = self._request("GET", "/client.json")
         (self.work_dir / CLIENT_FILE).write_bytes(response.content)
         self.fhe = FHEModelClient(self.work_dir, key_dir=key_dir or self.work_dir / "keys")
         self.key_id: str | None = None
+        self.token: str | None = None
+
+    def _request(self, method: str, path: str, credential: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {credential}"} if credential else None
+        _restore_python_sigpipe()
+        for attempt in range(self.max_retries + 1):
+            response = self.http.request(method, path, headers=headers, **kwargs)
+            wait = _retry_after(response)
+            if response.status_code != 503 or attempt == self.max_retries or wait is None or wait > 60:
+                return self._check(response, path)
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _check(response: Any) -> Any:
-        if response.status_code != 200:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            raise RuntimeError(f"server answered {response.status_code}: {detail}")
-        return response
+    def _check(response: Any, path: str) -> Any:
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:500]
+        if status == 401 and path == "/keys":
+            message = "the server needs an API key to upload evaluation keys: pass api_key= (wrong or missing)"
+        elif status == 401:
+            message = "the server refused the key id or token (unknown, wrong, or the keys were evicted)"
+        elif status == 413:
+            message = f"request too large for the server: {detail}"
+        elif status == 503:
+            message = f"the server is busy: {detail}; retry after {response.headers.get('retry-after', '?')} s"
+        else:
+            message = f"server answered {status}: {detail}"
+        raise ServerError(status, message, _retry_after(response))
+
+    def _check_size(self, body: bytes, limit: str, what: str) -> None:
+        # refused before sending: a server cuts an oversized body short, and the client may
+        # then see a reset connection instead of the 413
+        if limit in self.server_info and len(body) > self.server_info[limit]:
+            message = f"{what} of {len(body)} bytes exceed the server's {self.server_info[limit]}-byte limit"
+            raise ServerError(413, f"request too large for the server: {message}")
 
     def upload_keys(self) -> str:
-        """Generate keys if needed and upload the evaluation keys; returns the key id."""
+        """Generate keys if needed and upload the evaluation keys; returns the key id (the
+        token is kept in ``self.token``)."""
         self.fhe.generate_private_and_evaluation_keys()
-        response = self._check(self.http.post("/keys", content=self.fhe.get_serialized_evaluation_keys()))
-        self.key_id = response.json()["key_id"]
+        keys = self.fhe.get_serialized_evaluation_keys()
+        self._check_size(keys, "max_keys_bytes", "evaluation keys")
+        answer = self._request("POST", "/keys", self.api_key, content=keys).json()
+        self.key_id, self.token = answer["key_id"], answer["token"]
         return self.key_id
 
     def predict(self, X: Any) -> np.ndarray:
@@ -57,7 +143,18 @@ class HTTPClient:
         return self.fhe.deserialize_decrypt_dequantize(results)
 
     def run_encrypted(self, encrypted: bytes) -> bytes:
-        """One serialized ciphertext in, the server's encrypted result out."""
+        """One serialized ciphertext in, the server's encrypted result out.
+
+        Uploads the evaluation keys first if needed, and once more if the server no longer
+        accepts the key id (it evicts least recently used key sets).
+        """
+        self._check_size(encrypted, "max_request_bytes", "ciphertext")
         if self.key_id is None:
             self.upload_keys()
-        return self._check(self.http.post(f"/predict/{self.key_id}", content=encrypted)).content
+        try:
+            return self._request("POST", f"/predict/{self.key_id}", self.token, content=encrypted).content
+        except ServerError as err:
+            if err.status_code != 401:
+                raise
+        self.upload_keys()
+        return self._request("POST", f"/predict/{self.key_id}", self.token, content=encrypted).content
