@@ -106,6 +106,19 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_byte
 
 
 def serve(deployment_dir: str, host: str, port: int, key_dir: str, max_request_mb: float) -> None:
+    """Run the HTTP server of ``deployment_dir`` with uvicorn until interrupted.
+
+    Parameters
+    ----------
+    deployment_dir : str
+        Directory written by ``FHEModelDev.save``.
+    host, port :
+        Address to listen on.
+    key_dir : str
+        Where uploaded evaluation keys are stored.
+    max_request_mb : float
+        Largest request body accepted, in MiB.
+    """
     import uvicorn
 
     app = create_app(deployment_dir, key_dir, int(max_request_mb * 2**20))
