@@ -41,10 +41,12 @@ class KeyStoreFull(Exception):
 
 
 def token_digest(token: str) -> str:
+    """The stored form of a token: its SHA-256 hex digest (the token itself is never kept)."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def valid_key_id(key_id: str) -> bool:
+    """Whether ``key_id`` has the form the store issues (lower-case hex of a fixed length)."""
     return len(key_id) == KEY_ID_LENGTH and set(key_id) <= _HEX
 
 
@@ -120,9 +122,11 @@ class KeyStore:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every stored key set (what the disk quota counts)."""
         return sum(record.size for record in self._sets.values())
 
     def keys_path(self, key_id: str) -> Path:
+        """Where the evaluation keys of ``key_id`` are stored."""
         return self.directory / key_id / KEYS_FILE
 
     def new_upload(self) -> Path:
@@ -133,6 +137,7 @@ class KeyStore:
 
     @staticmethod
     def discard_upload(keys_file: Path) -> None:
+        """Remove an upload in progress (its private directory) after a failure."""
         shutil.rmtree(keys_file.parent, ignore_errors=True)
 
     def check_fits(self, size: int) -> None:
@@ -170,6 +175,7 @@ class KeyStore:
             logger.info("evicted the least recently used key set", extra={"key_sets": len(self._sets)})
 
     def delete(self, key_id: str) -> None:
+        """Forget ``key_id`` and remove its files."""
         self._sets.pop(key_id, None)
         shutil.rmtree(self.directory / key_id, ignore_errors=True)
 

@@ -18,6 +18,8 @@ logger = logging.getLogger("fhe_sklearn.server")
 
 
 class BodyTooLarge(Exception):
+    """A request body went past its limit while streaming in (answered with 413)."""
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds the {limit}-byte limit")
         self.limit = limit

@@ -192,10 +192,12 @@ class WorkerPool:
 
     @property
     def alive(self) -> int:
+        """Worker processes currently running."""
         return sum(worker.process.is_alive() for worker in self._workers)
 
     @property
     def pending(self) -> int:
+        """Requests queued or running."""
         return self._pending
 
     async def _spawn(self) -> _Worker:
@@ -218,6 +220,7 @@ class WorkerPool:
             self._idle.put_nowait(worker)
 
     async def close(self) -> None:
+        """Stop accepting work and kill every worker process."""
         self._closed = True
         for worker in list(self._workers):
             await asyncio.to_thread(worker.kill)
