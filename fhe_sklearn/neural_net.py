@@ -27,7 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
-from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
+from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer, integer_bit_width
 from .quantization.ops import _interval_matmul
 from .quantization.qat import SparseQuantMLP, activation_module
 from .quantization.quantizers import MAX_BIT_WIDTH
@@ -87,11 +87,20 @@ def activation_tables(
     quantizer: tuple[float, int],
     n_bits: int,
     center: int,
+    lsbs: int = 0,
 ) -> tuple[np.ndarray, int]:
-    """One table per neuron: accumulator → centred ``n_bits`` code of activation(s·acc + b)."""
-    offset = int(np.min(accumulator_range[0]))
-    accumulator = np.arange(offset, int(np.max(accumulator_range[1])) + 1)
-    pre_activation = weight_scale[:, None] * accumulator[None, :] + bias[:, None]
+    """One table per neuron: accumulator → centred ``n_bits`` code of activation(s·acc + b).
+
+    With ``lsbs``, the lookup reads the accumulator with its ``lsbs`` low bits cleared: each
+    entry is the activation at the middle of the values that truncate to it (within the
+    neuron's range), i.e. the accumulator rounded to the nearest kept level.
+    """
+    lo, hi = (np.asarray(v, dtype=np.int64) for v in accumulator_range)
+    offset = (int(np.min(lo)) >> lsbs) << lsbs
+    accumulator = np.arange(offset, int(np.max(hi)) + 1)
+    start = (accumulator >> lsbs) << lsbs
+    middle = np.clip((2 * start[None, :] + 2**lsbs - 1) / 2, lo[:, None], hi[:, None])
+    pre_activation = weight_scale[:, None] * middle + bias[:, None]
     with torch.no_grad():
         values = activation(torch.from_numpy(pre_activation)).numpy()
     scale, zero_point = quantizer
@@ -99,8 +108,15 @@ def activation_tables(
     return codes.astype(np.int64) - center, offset
 
 
-def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModule, np.ndarray]:
-    """The trained network as a calibrated QuantizedModule, and the output biases (clear side)."""
+def lower_network(
+    network: SparseQuantMLP, X: np.ndarray, rounding_threshold_bits: int | None = None
+) -> tuple[QuantizedModule, np.ndarray]:
+    """The trained network as a calibrated QuantizedModule, and the output biases (clear side).
+
+    With ``rounding_threshold_bits``, each hidden accumulator wider than that is truncated
+    to its top ``rounding_threshold_bits`` bits before its lookup (see
+    :func:`activation_tables`), so no lookup reads more bits.
+    """
     exported = network.export()
     n_bits = exported["n_a_bits"]
     input_quantizer = UniformQuantizer(
@@ -121,14 +137,21 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
             break
         # the ranges pruning bounded the accumulators with, so the tables cover every value
         input_range = [bound.numpy().astype(np.int64) for bound in network.input_integer_range(index)]
+        accumulator_range = _interval_matmul(*input_range, layer["weight"])
+        lsbs = 0
+        if rounding_threshold_bits is not None:
+            lsbs = max(0, integer_bit_width(*accumulator_range) - rounding_threshold_bits)
+        if lsbs:
+            builder.add("TruncateBitPattern", name=f"truncate_{index}", lsbs=lsbs)
         tables, offset = activation_tables(
-            _interval_matmul(*input_range, layer["weight"]),
+            accumulator_range,
             layer["scale"],
             layer["bias"],
             network.activation,
             exported["hidden_quantizers"][index],
             n_bits,
             exported["center"],
+            lsbs,
         )
         scale = exported["hidden_quantizers"][index][0]
         builder.add("TableLookup", name=f"activation_{index}", tables=tables, offset=offset, output_scale=scale)
