@@ -4,11 +4,13 @@ The network (:class:`~fhe_sklearn.quantization.qat.SparseQuantMLP`) is trained b
 the integer grid of its circuit, and pruned after every epoch so that each layer's worst-case
 integer accumulator fits ``module__n_accum_bits``. It lowers to:
 
-    input codes ─ IntegerMatMul ─ TableLookup ─ IntegerMatMul ─ ... ─ IntegerMatMul → scores
+    input codes ─ IntegerMatMul ─ TruncateBitPattern ─ TableLookup ─ ... ─ IntegerMatMul → scores
 
 where each TableLookup is one PBS per hidden neuron: it applies the bias, the activation and
 the re-quantization to ``module__n_a_bits`` at once. The circuit's widest integer is the
-accumulator, at most ``module__n_accum_bits`` bits. Output biases, softmax and argmax (or
+accumulator, at most ``module__n_accum_bits`` bits; before its lookup, each accumulator keeps
+its top ``rounding_threshold_bits`` bits (exact truncation: a few low-precision PBS), so no
+lookup reads more than that. Output biases, softmax and argmax (or
 the target's de-standardization) run in the clear.
 """
 
@@ -181,8 +183,12 @@ class _NeuralNet(FHEEstimatorMixin):
         Bits of the input (per feature) and of every hidden activation.
     module__n_accum_bits : int, default=8
         Every layer's worst-case integer accumulator fits this many bits (signed): connections
-        are pruned, smallest magnitude first, until it does. It is also the input width of the
-        activation lookups, their main cost.
+        are pruned, smallest magnitude first, until it does.
+    rounding_threshold_bits : int or None, default=5
+        Each hidden accumulator wider than this is truncated to its top
+        ``rounding_threshold_bits`` bits before its activation lookup (exact, so ``disable``,
+        ``simulate`` and ``execute`` agree), and the lookup reads that many bits: its cost and
+        key size fall steeply with it. None: lookups read the whole accumulator.
     max_epochs : int, default=100
     lr : float, default=1e-3
     batch_size : int, default=64
@@ -215,6 +221,7 @@ class _NeuralNet(FHEEstimatorMixin):
         module__n_w_bits: int = 3,
         module__n_a_bits: int = 3,
         module__n_accum_bits: int = 8,
+        rounding_threshold_bits: int | None = 5,
         max_epochs: int = 100,
         lr: float = 1e-3,
         batch_size: int = 64,
@@ -228,6 +235,7 @@ class _NeuralNet(FHEEstimatorMixin):
         self.module__n_w_bits = module__n_w_bits
         self.module__n_a_bits = module__n_a_bits
         self.module__n_accum_bits = module__n_accum_bits
+        self.rounding_threshold_bits = rounding_threshold_bits
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -265,6 +273,8 @@ class _NeuralNet(FHEEstimatorMixin):
                 f"module__n_accum_bits={accum_bits} cannot hold even one product of a {w_bits}-bit weight and "
                 f"a {a_bits}-bit activation: use at least {w_bits + a_bits}"
             )
+        if self.rounding_threshold_bits is not None:
+            positive_int("rounding_threshold_bits", 2, MAX_BIT_WIDTH)
         positive_int("max_epochs", 1, 10**6)
         positive_int("batch_size", 1, 10**9)
         activation_module(self.module__activation_function)
@@ -315,7 +325,7 @@ class _NeuralNet(FHEEstimatorMixin):
         pass  # classes_ and target statistics are set by _fit_float
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
-        module, self.output_bias_ = lower_network(self.sklearn_model_.module_, X)
+        module, self.output_bias_ = lower_network(self.sklearn_model_.module_, X, self.rounding_threshold_bits)
         return module
 
     @property

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec, hint_range
