@@ -31,6 +31,7 @@ from .quantization import (
     QuantizationOptions,
     QuantizedModule,
     UniformQuantizer,
+    integer_bit_width,
 )
 from .quantization.bins import ThresholdBinQuantizer
 from .quantization.unary import UnaryDigitQuantizer
@@ -288,7 +289,15 @@ class _TreeCircuit:
         builder = GraphBuilder()
         quantizer = UnaryDigitQuantizer(self.splits.quantizer)
         builder.input(quantizer)
-        builder.add("UnaryComparison", name="splits", quantizer=quantizer, features=features, ks=thresholds)
+        # comparisons read as many bits as the leaf lookups: one PBS precision in the circuit
+        builder.add(
+            "UnaryComparison",
+            name="splits",
+            quantizer=quantizer,
+            features=features,
+            ks=thresholds,
+            lookup_bits=integer_bit_width(0, width - 1),
+        )
         builder.add("IntegerMatMul", name="paths", weight=paths, bias=offsets)
         builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale)
         builder.add(
