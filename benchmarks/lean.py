@@ -2,7 +2,7 @@
 
     python -m benchmarks.lean                                   # writes results/lean.{json,md}
     python -m benchmarks.lean --reference /tmp/cml/bin/python   # + Concrete ML 1.9, same run
-    python -m benchmarks.lean --uncompressed --output DIR       # levers off, for before/after
+    python -m benchmarks.lean --compress no --output DIR        # concrete's default configuration
 
 Cases (issue 13): breast_cancer (diabetes for the regressor), standardized, test_size=0.2,
 random_state=0, n_bits=6 for trees, the README's network. Each case runs in its own process
@@ -87,7 +87,7 @@ def key_and_run_figures(circuit: Any, rows: list[tuple], n_execute: int) -> dict
     }
 
 
-def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, compressed: bool) -> dict[str, Any]:
+def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, compress: str) -> dict[str, Any]:
     """One row: fit, compile, simulate the test set, keys, execute; in a fresh process."""
     from concrete import fhe
     from sklearn.metrics import r2_score
@@ -98,7 +98,12 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
     if not name.startswith("NeuralNet"):
         params = {**params, "n_bits": TREE_N_BITS}
     model = getattr(fhe_sklearn, name)(**params).fit(X_train, y_train)
-    configuration = None if compressed else fhe.Configuration()
+    # "default": the library's; "yes"/"no": compressed keys and inputs or not, explicitly
+    configuration = {
+        "default": None,
+        "yes": fhe.Configuration(compress_evaluation_keys=True, compress_input_ciphertexts=True),
+        "no": fhe.Configuration(),
+    }[compress]
     start = time.perf_counter()
     circuit = model.compile(X_train, configuration=configuration, global_p_error=1e-7)
     compile_s = time.perf_counter() - start
@@ -189,16 +194,17 @@ def markdown(rows: list[dict], info: dict) -> str:
     if refs:
         lines += [
             "",
-            "Concrete ML on the same cases:",
+            "Concrete ML on the same cases (it fits its float model on quantized inputs):",
             "",
-            "| case | float | simulate | PBS | max bits |",
-            "|---|---|---|---|---|",
+            "| case | simulate | PBS | max bits | precisions | peak MB |",
+            "|---|---|---|---|---|---|",
         ]
         for r in refs:
             ref = r["reference"]
             lines.append(
-                f"| {r['case']} | {_fmt(ref.get('float_score'), '.3f')} | {_fmt(ref.get('simulate_score'), '.3f')} "
-                f"| {ref.get('pbs_count')} | {ref.get('max_bit_width')} |"
+                f"| {r['case']} | {_fmt(ref.get('simulate_score'), '.3f')} | {_fmt(ref.get('pbs_count'), 'd')} "
+                f"| {_fmt(ref.get('max_bit_width'), 'd')} | {_fmt(ref.get('pbs_precisions'), 'd')} "
+                f"| {_fmt(ref.get('peak_memory_mb'), '.0f')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -208,14 +214,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--reference", help="python of a Concrete ML 1.9 virtualenv, to run the cases side by side")
     parser.add_argument("--n-execute", type=int, default=3, help="encrypted rows timed per case")
     parser.add_argument("--cases", help="comma-separated case indices (default: all)")
-    parser.add_argument("--uncompressed", action="store_true", help="concrete's default configuration")
+    parser.add_argument("--compress", choices=("default", "yes", "no"), default="default", help="keys and inputs")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     chosen = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     rows = []
     for label, name, params, dataset, cml_class in chosen:
         print(f"{label}...", flush=True)
-        row = _in_fresh_process(run_case, label, name, params, dataset, args.n_execute, not args.uncompressed)
+        row = _in_fresh_process(run_case, label, name, params, dataset, args.n_execute, args.compress)
         if args.reference and cml_class:
             print(f"{label}: Concrete ML...", flush=True)
             row["reference"] = run_reference(args.reference, label, dataset, cml_class, params, args.n_execute)
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "date": time.strftime("%Y-%m-%d"),
         "n_execute": args.n_execute,
         "reference": bool(args.reference),
-        "compressed": not args.uncompressed,
+        "compress": args.compress,
     }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "lean.json").write_text(json.dumps({**info, "rows": rows}, indent=2))

@@ -55,7 +55,6 @@ def main(spec: dict) -> dict:
     model.predict(X_test[1 : 1 + n], fhe="execute")
     execute_s = (time.perf_counter() - start) / n
     return {
-        "float_score": score(model.sklearn_model.predict(X_test)),
         "simulate_score": score(simulated),
         "pbs_count": int(circuit.programmable_bootstrap_count),
         "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),

@@ -88,7 +88,7 @@ def test_rounding_threshold_bits_none_reads_whole_accumulators(scaled_wine):
 
 
 def test_default_configuration_compresses_keys_and_inputs(wine):
-    X_train, X_test, y_train, _ = wine
+    X_train, _, y_train, _ = wine
     model = fhe_sklearn.DecisionTreeClassifier(max_depth=2, n_bits=3, random_state=0).fit(X_train, y_train)
     circuit = model.compile(X_train)
     assert circuit.configuration.compress_evaluation_keys and circuit.configuration.compress_input_ciphertexts
