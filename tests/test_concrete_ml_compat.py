@@ -213,7 +213,9 @@ def test_every_quantizer_is_introspectable(cancer):
         "signed": UniformQuantizer(QuantizationOptions(5, is_signed=True), MinMaxQuantizationStats(-1.0, 3.0)),
         "symmetric": QuantizedArray(5, [-1.0, 3.0], is_signed=True, is_symmetric=True),
         "linear input": linear.fit(X_train, y_train).quantized_module_.input_quantizer,
-        "split bins": splits.fit(X_train, y_train).quantized_module_.input_quantizer,
+        # trees send unary digits of the split bins (or of a uniform grid)
+        "split bins": splits.fit(X_train, y_train).quantized_module_.input_quantizer.base,
+        "unary digits": splits.quantized_module_.input_quantizer,
     }
     assert isinstance(quantizers["split bins"], ThresholdBinQuantizer)
     for name, q in quantizers.items():

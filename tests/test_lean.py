@@ -9,7 +9,7 @@ from concrete import fhe
 import fhe_sklearn
 from benchmarks.run import load
 from fhe_sklearn.quantization import QuantizationOptions, UnaryDigitQuantizer, UniformQuantizer
-from fhe_sklearn.quantization.module import default_configuration
+from fhe_sklearn.quantization.compile_options import default_configuration
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity ceiling): the
 # ceilings are the targets, 0.25x Concrete ML's complexity on the same case

@@ -23,14 +23,17 @@ import numpy as np
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec
-from .quantizers import QuantizationOptions
+from .quantizers import QuantizationOptions, _QuantizerIntrospection
 from .registry import register_op
 
 
-class UnaryDigitQuantizer:
+class UnaryDigitQuantizer(_QuantizerIntrospection):
     """Quantize with ``base`` (per-feature integers in ``[0, 2**n - 1]``), then encode each
     feature as its two unary digits (see the module docstring): ``quant`` returns
-    ``(n_samples, n_features * width)`` bits."""
+    ``(n_samples, n_features * width)`` bits.
+
+    Its own grid is those bits (``n_bits`` 1, scale 1, zero point 0); ``base`` holds the
+    features' grid."""
 
     def __init__(self, base: Any) -> None:
         self.base = base
@@ -43,8 +46,8 @@ class UnaryDigitQuantizer:
         #: encoded bits per feature
         self.width = self.n_high + self.n_low
         self.options = QuantizationOptions(1)
-        self.scale = base.scale
-        self.zero_point = base.zero_point
+        self.scale = np.float64(1.0)
+        self.zero_point = np.int64(0)
 
     def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-sample shape of the encoded input, from the features' ``(n_features,)``."""
