@@ -46,8 +46,8 @@ class UnaryDigitQuantizer(_QuantizerIntrospection):
         #: encoded bits per feature
         self.width = self.n_high + self.n_low
         self.options = QuantizationOptions(1)
-        self.scale = np.float64(1.0)
-        self.zero_point = np.int64(0)
+        self.scale = 1.0
+        self.zero_point = 0
 
     def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-sample shape of the encoded input, from the features' ``(n_features,)``."""
