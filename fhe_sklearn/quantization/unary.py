@@ -61,6 +61,7 @@ class UnaryDigitQuantizer(_QuantizerIntrospection):
         return np.concatenate(bits, axis=-1).reshape(len(q), -1).astype(np.int64)
 
     def quant(self, values: Any) -> np.ndarray:
+        """Float rows (n_samples, n_features) → their unary digits (n_samples, n_features * width)."""
         return self.encode(self.base.quant(values))
 
     def comparison(self, feature: int, k: int) -> tuple[list[int], int]:
