@@ -31,8 +31,10 @@ from .quantization import (
     QuantizationOptions,
     QuantizedModule,
     UniformQuantizer,
+    integer_bit_width,
 )
 from .quantization.bins import ThresholdBinQuantizer
+from .quantization.unary import UnaryDigitQuantizer
 
 
 @dataclass
@@ -160,10 +162,9 @@ class _Splits:
         return self.index.setdefault((int(feature), k), len(self.index)), 0
 
     def thresholds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feature and integer threshold ``k`` (``q <= k``) of each comparison, by id."""
         features = np.array([f for f, _ in self.index], dtype=np.int64)
-        ks = np.array([k for _, k in self.index], dtype=np.float64)
-        # halfway between grid points: q <= k exactly, whatever float rounding does
-        return features, self.scale[features] * (ks - self.zero_point[features] + 0.5)
+        return features, np.array([k for _, k in self.index], dtype=np.int64)
 
 
 QUANTIZATION_MODES = ("uniform", "splits")
@@ -267,7 +268,7 @@ class _TreeCircuit:
         features, thresholds = features[used], thresholds[used]
         slots = self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
         if not used:  # keeps the circuit's input encrypted; its bit is never read
-            features, thresholds = np.zeros(1, dtype=np.int64), np.full(1, np.inf)
+            features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
         width = 2 * max(slot.depth for slot in slots) + 2
         paths = np.zeros((len(features), len(slots)), dtype=np.int64)
         offsets = np.zeros(len(slots), dtype=np.int64)
@@ -286,9 +287,17 @@ class _TreeCircuit:
             tables[s, 2 * slot.depth + 1], tables[s, 2 * slot.depth] = slot.q_left, slot.q_right
             to_output[s, slot.column] = slot.multiplier
         builder = GraphBuilder()
-        builder.input(self.splits.quantizer)
-        builder.add("Gather", name="features", indices=features)
-        builder.add("LessOrEqual", name="splits", threshold=thresholds)
+        quantizer = UnaryDigitQuantizer(self.splits.quantizer)
+        builder.input(quantizer)
+        # comparisons read as many bits as the leaf lookups: one PBS precision in the circuit
+        builder.add(
+            "UnaryComparison",
+            name="splits",
+            quantizer=quantizer,
+            features=features,
+            ks=thresholds,
+            lookup_bits=integer_bit_width(0, width - 1),
+        )
         builder.add("IntegerMatMul", name="paths", weight=paths, bias=offsets)
         builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale)
         builder.add(

@@ -4,11 +4,13 @@ The network (:class:`~fhe_sklearn.quantization.qat.SparseQuantMLP`) is trained b
 the integer grid of its circuit, and pruned after every epoch so that each layer's worst-case
 integer accumulator fits ``module__n_accum_bits``. It lowers to:
 
-    input codes ─ IntegerMatMul ─ TableLookup ─ IntegerMatMul ─ ... ─ IntegerMatMul → scores
+    input codes ─ IntegerMatMul ─ TruncateBitPattern ─ TableLookup ─ ... ─ IntegerMatMul → scores
 
 where each TableLookup is one PBS per hidden neuron: it applies the bias, the activation and
 the re-quantization to ``module__n_a_bits`` at once. The circuit's widest integer is the
-accumulator, at most ``module__n_accum_bits`` bits. Output biases, softmax and argmax (or
+accumulator, at most ``module__n_accum_bits`` bits; before its lookup, each accumulator keeps
+its top ``rounding_threshold_bits`` bits (exact truncation: a few low-precision PBS), so no
+lookup reads more than that. Output biases, softmax and argmax (or
 the target's de-standardization) run in the clear.
 """
 
@@ -27,7 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
-from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
+from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer, integer_bit_width
 from .quantization.ops import _interval_matmul
 from .quantization.qat import SparseQuantMLP, activation_module
 from .quantization.quantizers import MAX_BIT_WIDTH
@@ -87,11 +89,20 @@ def activation_tables(
     quantizer: tuple[float, int],
     n_bits: int,
     center: int,
+    lsbs: int = 0,
 ) -> tuple[np.ndarray, int]:
-    """One table per neuron: accumulator → centred ``n_bits`` code of activation(s·acc + b)."""
-    offset = int(np.min(accumulator_range[0]))
-    accumulator = np.arange(offset, int(np.max(accumulator_range[1])) + 1)
-    pre_activation = weight_scale[:, None] * accumulator[None, :] + bias[:, None]
+    """One table per neuron: accumulator → centred ``n_bits`` code of activation(s·acc + b).
+
+    With ``lsbs``, the lookup reads the accumulator with its ``lsbs`` low bits cleared: each
+    entry is the activation at the middle of the values that truncate to it (within the
+    neuron's range), i.e. the accumulator rounded to the nearest kept level.
+    """
+    lo, hi = (np.asarray(v, dtype=np.int64) for v in accumulator_range)
+    offset = (int(np.min(lo)) >> lsbs) << lsbs
+    accumulator = np.arange(offset, int(np.max(hi)) + 1)
+    start = (accumulator >> lsbs) << lsbs
+    middle = np.clip((2 * start[None, :] + 2**lsbs - 1) / 2, lo[:, None], hi[:, None])
+    pre_activation = weight_scale[:, None] * middle + bias[:, None]
     with torch.no_grad():
         values = activation(torch.from_numpy(pre_activation)).numpy()
     scale, zero_point = quantizer
@@ -99,8 +110,15 @@ def activation_tables(
     return codes.astype(np.int64) - center, offset
 
 
-def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModule, np.ndarray]:
-    """The trained network as a calibrated QuantizedModule, and the output biases (clear side)."""
+def lower_network(
+    network: SparseQuantMLP, X: np.ndarray, rounding_threshold_bits: int | None = None
+) -> tuple[QuantizedModule, np.ndarray]:
+    """The trained network as a calibrated QuantizedModule, and the output biases (clear side).
+
+    With ``rounding_threshold_bits``, each hidden accumulator wider than that is truncated
+    to its top ``rounding_threshold_bits`` bits before its lookup (see
+    :func:`activation_tables`), so no lookup reads more bits.
+    """
     exported = network.export()
     n_bits = exported["n_a_bits"]
     input_quantizer = UniformQuantizer(
@@ -121,14 +139,21 @@ def lower_network(network: SparseQuantMLP, X: np.ndarray) -> tuple[QuantizedModu
             break
         # the ranges pruning bounded the accumulators with, so the tables cover every value
         input_range = [bound.numpy().astype(np.int64) for bound in network.input_integer_range(index)]
+        accumulator_range = _interval_matmul(*input_range, layer["weight"])
+        lsbs = 0
+        if rounding_threshold_bits is not None:
+            lsbs = max(0, integer_bit_width(*accumulator_range) - rounding_threshold_bits)
+        if lsbs:
+            builder.add("TruncateBitPattern", name=f"truncate_{index}", lsbs=lsbs)
         tables, offset = activation_tables(
-            _interval_matmul(*input_range, layer["weight"]),
+            accumulator_range,
             layer["scale"],
             layer["bias"],
             network.activation,
             exported["hidden_quantizers"][index],
             n_bits,
             exported["center"],
+            lsbs,
         )
         scale = exported["hidden_quantizers"][index][0]
         builder.add("TableLookup", name=f"activation_{index}", tables=tables, offset=offset, output_scale=scale)
@@ -158,8 +183,12 @@ class _NeuralNet(FHEEstimatorMixin):
         Bits of the input (per feature) and of every hidden activation.
     module__n_accum_bits : int, default=8
         Every layer's worst-case integer accumulator fits this many bits (signed): connections
-        are pruned, smallest magnitude first, until it does. It is also the input width of the
-        activation lookups, their main cost.
+        are pruned, smallest magnitude first, until it does.
+    rounding_threshold_bits : int or None, default=5
+        Each hidden accumulator wider than this is truncated to its top
+        ``rounding_threshold_bits`` bits before its activation lookup (exact, so ``disable``,
+        ``simulate`` and ``execute`` agree), and the lookup reads that many bits: its cost and
+        key size fall steeply with it. None: lookups read the whole accumulator.
     max_epochs : int, default=100
     lr : float, default=1e-3
     batch_size : int, default=64
@@ -192,6 +221,7 @@ class _NeuralNet(FHEEstimatorMixin):
         module__n_w_bits: int = 3,
         module__n_a_bits: int = 3,
         module__n_accum_bits: int = 8,
+        rounding_threshold_bits: int | None = 5,
         max_epochs: int = 100,
         lr: float = 1e-3,
         batch_size: int = 64,
@@ -205,6 +235,7 @@ class _NeuralNet(FHEEstimatorMixin):
         self.module__n_w_bits = module__n_w_bits
         self.module__n_a_bits = module__n_a_bits
         self.module__n_accum_bits = module__n_accum_bits
+        self.rounding_threshold_bits = rounding_threshold_bits
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -242,6 +273,8 @@ class _NeuralNet(FHEEstimatorMixin):
                 f"module__n_accum_bits={accum_bits} cannot hold even one product of a {w_bits}-bit weight and "
                 f"a {a_bits}-bit activation: use at least {w_bits + a_bits}"
             )
+        if self.rounding_threshold_bits is not None:
+            positive_int("rounding_threshold_bits", 2, MAX_BIT_WIDTH)
         positive_int("max_epochs", 1, 10**6)
         positive_int("batch_size", 1, 10**9)
         activation_module(self.module__activation_function)
@@ -292,7 +325,7 @@ class _NeuralNet(FHEEstimatorMixin):
         pass  # classes_ and target statistics are set by _fit_float
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
-        module, self.output_bias_ = lower_network(self.sklearn_model_.module_, X)
+        module, self.output_bias_ = lower_network(self.sklearn_model_.module_, X, self.rounding_threshold_bits)
         return module
 
     @property

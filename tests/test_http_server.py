@@ -257,3 +257,32 @@ def test_docs_only_on_request(scaled_wine, tmp_path):
     assert (off.docs_url, off.redoc_url, off.openapi_url) == (None, None, None)  # 404s: tested above
     assert (on.docs_url, on.redoc_url, on.openapi_url) == ("/docs", "/redoc", "/openapi.json")
     assert set(on.openapi()["paths"]) == {"/health", "/info", "/client.json", "/keys", "/predict/{key_id}"}
+
+
+def test_http_round_trip_of_a_compressed_tree(wine, tmp_path):
+    """Compressed evaluation keys and unary-digit inputs (the tree defaults) through the server."""
+    from concrete import fhe
+
+    from fhe_sklearn import DecisionTreeClassifier
+    from fhe_sklearn.deployment import FHEModelDev
+
+    X_train, X_test, y_train, _ = wine
+    model = DecisionTreeClassifier(max_depth=2, n_bits=3, random_state=0).fit(X_train, y_train)
+    circuit = model.compile(X_train)
+    assert circuit.configuration.compress_evaluation_keys and circuit.configuration.compress_input_ciphertexts
+    deployment = FHEModelDev(tmp_path / "deployment", model).save()
+    options = ["--max-request-mb", "64", "--max-keys-mb", "256", "--workers", "1"]
+    server = ServerProcess(deployment, tmp_path / "server_keys", tmp_path / "server.log", *options)
+    rows = X_test[:2]
+    try:
+        client = HTTPClient(server.url, tmp_path / "client")
+        np.testing.assert_array_equal(client.predict(rows), model.predict_proba(rows, fhe="simulate"))
+        # what crossed the wire: seeded keys and ciphertexts, smaller than concrete's default form
+        uploaded = len(client.fhe.get_serialized_evaluation_keys())
+        encrypted = len(client.fhe.quantize_encrypt_serialize(rows[:1])[0])
+    finally:
+        server.stop()
+    plain = model.quantized_module_.compile(X_train, configuration=fhe.Configuration(), global_p_error=1e-7)
+    plain.keygen()
+    assert uploaded < len(plain.keys.evaluation.serialize()) / 2
+    assert encrypted < len(plain.encrypt(model.quantized_module_.quantize_input(rows[:1])).serialize()) / 10

@@ -31,7 +31,10 @@ def cancer_raw():
 @pytest.fixture(scope="module")
 def cancer_pipeline(cancer_raw):
     X_train, _, y_train, _ = cancer_raw
-    model = NeuralNetClassifier(module__n_w_bits=3, module__n_a_bits=3, module__n_accum_bits=8, random_state=0)
+    # whole-accumulator lookups: the integer model is then exactly the trained torch network
+    model = NeuralNetClassifier(
+        module__n_w_bits=3, module__n_a_bits=3, module__n_accum_bits=8, rounding_threshold_bits=None, random_state=0
+    )
     pipeline = Pipeline([("scaler", StandardScaler()), ("nn", model)]).fit(X_train, y_train)
     pipeline["nn"].compile(pipeline["scaler"].transform(X_train))
     return pipeline
@@ -111,7 +114,7 @@ def test_diabetes_regression_close_to_float_mlp():
 def test_multi_output_regression(scaled_diabetes):
     X_train, X_test, y_train, _ = scaled_diabetes
     Y = np.column_stack([y_train, -2 * y_train])
-    model = NeuralNetRegressor(max_epochs=20, random_state=0).fit(X_train, Y)
+    model = NeuralNetRegressor(max_epochs=20, rounding_threshold_bits=None, random_state=0).fit(X_train, Y)
     assert model.predict(X_test).shape == (len(X_test), 2)
     # the float network predicts the target in its own units, as the FHE model does
     np.testing.assert_allclose(model.sklearn_model.predict(X_test), model.predict(X_test), rtol=0.05, atol=5)
@@ -150,7 +153,7 @@ def test_gridsearch_pipeline_pandas_clone(cancer_raw):
 def test_float_network_predicts_original_labels(scaled_wine):
     X_train, X_test, y_train, _ = scaled_wine
     labels = np.array(["a", "b", "c"])[y_train]
-    model = NeuralNetClassifier(max_epochs=20, random_state=0).fit(X_train, labels)
+    model = NeuralNetClassifier(max_epochs=20, rounding_threshold_bits=None, random_state=0).fit(X_train, labels)
     assert set(model.sklearn_model.predict(X_test)) <= {"a", "b", "c"}
     assert (model.sklearn_model.predict(X_test) == model.predict(X_test)).mean() == 1
 

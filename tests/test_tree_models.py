@@ -83,7 +83,7 @@ def test_pbs_are_shared_splits_plus_leaf_tables(cancer):
     model = XGBClassifier(n_bits=6, n_estimators=20, max_depth=3).fit(X_train, y_train)
     circuit = model.compile(X_train)
     ops = {op.name: op for op in model.quantized_module_.ops}
-    n_splits, n_tables = len(ops["features"].indices), len(ops["leaves"].tables)
+    n_splits, n_tables = len(ops["splits"].ks), len(ops["leaves"].tables)
     assert circuit.programmable_bootstrap_count == n_splits + n_tables
     trees = model._flat_trees()
     assert n_splits < sum(int((t.left >= 0).sum()) for t in trees)  # shared across trees

@@ -143,11 +143,19 @@ def _public_estimators() -> dict[str, str]:
     return {name: module for name, module in fhe_sklearn._LAZY.items() if name[0].isupper()}
 
 
+#: optional field of an input quantizer: the client sends each feature's integer as unary
+#: digits (fhe_sklearn.quantization.unary), as tree circuits read them
+UNARY_DIGITS = "unary_digits"
+
+
 # -- quantizers ------------------------------------------------------------------------------
 def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
     from ..quantization.bins import ThresholdBinQuantizer
     from ..quantization.quantizers import UniformQuantizer
+    from ..quantization.unary import UnaryDigitQuantizer
 
+    if isinstance(quantizer, UnaryDigitQuantizer):  # trees: the base grid, sent as unary digits
+        return {**_quantizer_to_json(quantizer.base, what), "encoding": UNARY_DIGITS}
     options = quantizer.options
     if isinstance(quantizer, ThresholdBinQuantizer):
         return {
@@ -173,6 +181,12 @@ def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
 def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be an object")
+    if "encoding" in data:
+        encoding = data["encoding"]
+        if encoding != UNARY_DIGITS:
+            raise ValueError(f"{what}: unknown input encoding {str(encoding)[:40]!r}")
+        checked = _check_quantizer({k: v for k, v in data.items() if k != "encoding"}, what)
+        return {**checked, "encoding": encoding}
     name, shape = data.get("name"), data.get("shape")
     if not isinstance(name, str) or len(name) > MAX_STRING:
         raise ValueError(f"{what}: invalid name")
@@ -247,7 +261,8 @@ class ClientSpec:
         Column names the model was fitted with (DataFrames are checked against them).
     inputs : list of dict
         One quantizer per circuit input (``"kind"``: ``"uniform"`` with scale, zero point,
-        n_bits, qmin/qmax; or ``"bins"`` with the split points per feature).
+        n_bits, qmin/qmax; or ``"bins"`` with the split points per feature; ``"encoding":
+        "unary_digits"`` when the client sends each integer as unary digits, as for trees).
     outputs : list of dict
         One de-quantization per circuit output: scale, zero point, integer range lo/hi.
     attributes : dict
@@ -422,6 +437,7 @@ class ClientModule:
     def __init__(self, spec: ClientSpec) -> None:
         from ..quantization import QuantizationOptions, TensorSpec, UniformQuantizer
         from ..quantization.bins import ThresholdBinQuantizer
+        from ..quantization.unary import UnaryDigitQuantizer
 
         self.n_features_in = spec.n_features_in
         self.input_names = [q["name"] for q in spec.inputs]
@@ -438,6 +454,10 @@ class ClientModule:
                     raise ValueError(f"client spec input {q['name']}: qmin/qmax do not match its options")
             if quantizer.options.n_bits != q["n_bits"]:
                 raise ValueError(f"client spec input {q['name']}: n_bits does not match its quantizer")
+            if q.get("encoding") == UNARY_DIGITS:
+                if quantizer.options.qmin != 0:
+                    raise ValueError(f"client spec input {q['name']}: unary digits need an unsigned grid")
+                quantizer = UnaryDigitQuantizer(quantizer)
             self.input_quantizers.append(quantizer)
         self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
 

@@ -2,7 +2,7 @@
 
 from .base_op import QuantizedOp, TensorSpec
 from .graph import GraphBuilder
-from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup
+from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup, QuantizedTruncate
 from .module import FheMode, QuantizedModule, validate_fhe_mode
 from .ops import (
     QuantizedAbs,
@@ -32,6 +32,7 @@ from .quantizers import (
     integer_bit_width,
 )
 from .registry import OP_REGISTRY, register_op
+from .unary import QuantizedUnaryComparison, UnaryDigitQuantizer
 
 __all__ = [
     "MAX_BIT_WIDTH",
@@ -60,10 +61,13 @@ __all__ = [
     "QuantizedReshape",
     "QuantizedSigmoid",
     "QuantizedTableLookup",
+    "QuantizedTruncate",
+    "QuantizedUnaryComparison",
     "QuantizedUnivariateOp",
     "TensorSpec",
     "UniformQuantizationParameters",
     "UniformQuantizer",
+    "UnaryDigitQuantizer",
     "check_n_bits",
     "integer_bit_width",
     "register_op",

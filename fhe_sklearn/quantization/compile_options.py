@@ -51,6 +51,16 @@ class CompileOptions:
         return directory if directory.exists() else None
 
 
+def default_configuration() -> fhe.Configuration:
+    """What ``compile`` uses without a ``configuration``: evaluation keys and input
+    ciphertexts in their seeded (compressed) form, and no debug dump. Measured on a depth-5
+    tree (benchmarks/results/lean.md, README): keys 662 → 151 MB and an input 1.97 MB → 1 KB,
+    same key generation and execution times; the server expands them once."""
+    return fhe.Configuration(
+        dump_artifacts_on_unexpected_failures=False, compress_evaluation_keys=True, compress_input_ciphertexts=True
+    )
+
+
 def _check_probability(value: float | None, name: str) -> None:
     if value is None:
         return
@@ -112,7 +122,7 @@ def resolve_compile_options(
         raise TypeError(f"configuration must be a concrete.fhe.Configuration, got {type(configuration).__name__}")
     user_config = configuration is not None
     if configuration is None:
-        configuration = fhe.Configuration(dump_artifacts_on_unexpected_failures=False)
+        configuration = default_configuration()
     p_error = _merge(p_error, configuration.p_error, "p_error")
     global_p_error = _merge(global_p_error, configuration.global_p_error, "global_p_error")
     _check_probability(p_error, "p_error")
@@ -138,4 +148,4 @@ def resolve_compile_options(
     return CompileOptions(configuration, artifacts)
 
 
-__all__ = ["DEFAULT_GLOBAL_P_ERROR", "CompileOptions", "resolve_compile_options"]
+__all__ = ["DEFAULT_GLOBAL_P_ERROR", "CompileOptions", "default_configuration", "resolve_compile_options"]

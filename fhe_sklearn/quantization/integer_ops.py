@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec, hint_range
 from .ops import _interval_matmul
@@ -135,3 +136,36 @@ class QuantizedTableLookup(QuantizedOp):
         index = np.clip(q - self.offset, 0, self.tables.shape[1] - 1)
         tables = np.broadcast_to(self.tables, index.shape[:-1] + self.tables.shape)
         return np.take_along_axis(tables, index[..., None], axis=-1)[..., 0]
+
+
+@register_op
+class QuantizedTruncate(QuantizedOp):
+    """Clear the ``lsbs`` low bits of an integer (``fhe.truncate_bit_pattern``, exact).
+
+    The next lookup then reads only the high bits: a table on an 8-bit accumulator truncated
+    by 3 bits costs a 5-bit PBS plus a few cheap low-precision ones, instead of an 8-bit PBS.
+    numpy computes the same integers (two's complement floor to a multiple of ``2**lsbs``),
+    so ``fhe="disable"`` matches the circuit bit for bit.
+    """
+
+    op_type = "TruncateBitPattern"
+
+    def __init__(self, name: str, lsbs: int, *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+        if lsbs < 1:
+            raise ValueError(f"QuantizedTruncate '{name}' needs lsbs >= 1, got {lsbs}")
+        self.lsbs = int(lsbs)
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        s = self.input_specs[0]
+        q = np.rint(x / s.scale + s.zero_point).astype(np.int64)
+        return (self.q_impl(q) - s.zero_point) * s.scale
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        s = self.input_specs[0]
+        return TensorSpec(s.scale, s.zero_point, self.q_impl(s.lo), self.q_impl(s.hi))
+
+    def q_impl(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return (x >> self.lsbs) << self.lsbs
+        return fhe.truncate_bit_pattern(x, self.lsbs)

@@ -242,8 +242,12 @@ class QuantizedModule:
         if self.input_shapes is None:
             raise RuntimeError("this QuantizedModule is not calibrated: call calibrate(X) first")
 
-    def _check_shape(self, value: np.ndarray, index: int, what: str) -> None:
+    def _check_shape(self, value: np.ndarray, index: int, what: str, quantized: bool = False) -> None:
         shape = self.input_shapes[index]
+        # an encoding quantizer (e.g. unary digits) sends several integers per feature
+        encoded_shape = getattr(self.input_quantizers[index], "encoded_shape", None)
+        if quantized and encoded_shape is not None:
+            shape = encoded_shape(shape)
         if value.ndim != 1 + len(shape) or value.shape[1:] != shape:
             expected = ", ".join(["n_samples", *map(str, shape)])
             name = "" if self.n_inputs == 1 else f" {self.input_names[index]!r}"
@@ -276,7 +280,7 @@ class QuantizedModule:
         x_q = np.asarray(x_q)
         if x_q.dtype.kind not in "iu":
             raise ValueError(f"quantized input must be integers, got dtype {x_q.dtype}: use quantize_input")
-        self._check_shape(x_q, index, "quantized input")
+        self._check_shape(x_q, index, "quantized input", quantized=True)
         options = self.input_quantizers[index].options
         if x_q.size and (x_q.min() < options.qmin or x_q.max() > options.qmax):
             raise ValueError(
@@ -342,7 +346,9 @@ class QuantizedModule:
         Without ``p_error`` or ``global_p_error`` (as arguments or in ``configuration``), the
         whole run may be wrong with probability ``DEFAULT_GLOBAL_P_ERROR`` (1e-7), so execute
         and simulate agree with the integer graph in practice; setting both is an error. See
-        :func:`~fhe_sklearn.quantization.compile_options.resolve_compile_options`.
+        :func:`~fhe_sklearn.quantization.compile_options.resolve_compile_options`. Without
+        ``configuration``, keys and inputs are compressed
+        (:func:`~fhe_sklearn.quantization.compile_options.default_configuration`).
         """
         arrays = inputset if self.n_inputs > 1 and isinstance(inputset, (tuple, list)) else (inputset,)
         x_q = self.quantize_input(*arrays)

@@ -30,12 +30,14 @@ def quantization_classes() -> dict[str, type]:
     from ..quantization.bins import ThresholdBinQuantizer
     from ..quantization.module import QuantizedModule
     from ..quantization.quantizers import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizer
+    from ..quantization.unary import UnaryDigitQuantizer
 
     classes = (
         QuantizationOptions,
         MinMaxQuantizationStats,
         UniformQuantizer,
         ThresholdBinQuantizer,
+        UnaryDigitQuantizer,
         TensorSpec,
         QuantizedModule,
     )

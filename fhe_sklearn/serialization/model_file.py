@@ -218,8 +218,10 @@ def _check_fitted(model: Any) -> None:
         fail("state.classes_", "missing")
     if not module.ops:  # a client's view: no integer graph to run
         return
-    options = module.input_quantizer.options
-    x_q = np.array([[options.qmin] * module.n_features_in, [options.qmax] * module.n_features_in])
+    quantizer = module.input_quantizer
+    # an encoding quantizer (unary digits) sends more integers than the features
+    (width,) = getattr(quantizer, "encoded_shape", lambda s: s)(module.input_shapes[0])
+    x_q = np.array([[quantizer.options.qmin] * width, [quantizer.options.qmax] * width])
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # e.g. exp overflow of a log link at the extremes

@@ -23,6 +23,7 @@ from ..quantization.base_op import QuantizedOp, TensorSpec
 from ..quantization.bins import ThresholdBinQuantizer
 from ..quantization.module import QuantizedModule
 from ..quantization.quantizers import UniformQuantizer
+from ..quantization.unary import UnaryDigitQuantizer
 from .allowed import object_name, quantization_classes
 from .values import Decoder, encode, fail
 
@@ -30,6 +31,8 @@ from .values import Decoder, encode, fail
 MAX_GRAPH_ARRAY_DIMS = 2
 #: elements of one sample of a module input (the check runs the graph on two such rows)
 MAX_INPUT_ELEMENTS = 2**18
+#: what a module input may be quantized with
+QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer)
 #: rows the check runs the graph on: the two extremes of the input range and random ones
 CHECK_ROWS = 18
 
@@ -87,7 +90,7 @@ def _module_arguments(values: dict, path: str) -> dict:
         or len(set(names)) != len(names)
     ):
         fail(f"{path}.input_names", "must be distinct names, one per entry of input_quantizers")
-    if not all(isinstance(q, (UniformQuantizer, ThresholdBinQuantizer)) for q in quantizers):
+    if not all(isinstance(q, QUANTIZERS) for q in quantizers):
         fail(f"{path}.input_quantizers", "must be quantizers")
     if not isinstance(values.get("ops"), list) or not all(isinstance(op, QuantizedOp) for op in values["ops"]):
         fail(f"{path}.ops", "must be a list of quantized ops")
@@ -142,7 +145,7 @@ def check_module(module: QuantizedModule, path: str) -> None:
         fail(f"{path}.input_shapes", f"must be one tuple of positive sizes per input, got {shapes!r}")
     for index, (quantizer, shape) in enumerate(zip(module.input_quantizers, shapes)):
         where = f"{path}.input_quantizers[{index}]"
-        if not isinstance(quantizer, (UniformQuantizer, ThresholdBinQuantizer)):
+        if not isinstance(quantizer, QUANTIZERS):
             fail(where, f"must be a quantizer, got {type(quantizer).__name__}")
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             fail(f"{path}.input_shapes[{index}]", f"over {MAX_INPUT_ELEMENTS} values per sample")
@@ -201,6 +204,8 @@ def _check_runs(module: QuantizedModule, path: str) -> None:
     or index error shows now, and every op must stay within the worst-case range its output
     spec declares (the bit-widths the circuit is compiled with)."""
     rng = np.random.default_rng(0)
+    # an encoding quantizer (unary digits) sends more integers than the features
+    shapes = [getattr(q, "encoded_shape", lambda s: s)(s) for q, s in zip(module.input_quantizers, module.input_shapes)]
     rows = [
         np.concatenate(
             [
@@ -209,7 +214,7 @@ def _check_runs(module: QuantizedModule, path: str) -> None:
                 rng.integers(q.options.qmin, q.options.qmax, size=(CHECK_ROWS - 2, *shape), endpoint=True),
             ]
         )
-        for q, shape in zip(module.input_quantizers, module.input_shapes)
+        for q, shape in zip(module.input_quantizers, shapes)
     ]
     values = dict(zip(module.input_names, rows))
     for index, op in enumerate(module.ops):

@@ -1,0 +1,73 @@
+"""One case of benchmarks/lean.py through Concrete ML, in Concrete ML's own virtualenv:
+
+    /tmp/cml/bin/python benchmarks/lean_reference.py '{"dataset": ..., "class": "xgb", ...}'
+
+Prints one JSON line with the figures benchmarks/lean.py reports. Standalone on purpose: it
+imports neither fhe_sklearn nor its dependencies, only scikit-learn and concrete-ml, with
+Concrete ML's defaults apart from ``n_bits=6``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def load(dataset: str) -> tuple:
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+
+def main(spec: dict) -> dict:
+    from concrete.ml import sklearn as cml
+    from sklearn.metrics import r2_score
+
+    X_train, X_test, y_train, y_test = load(spec["dataset"])
+    regressor = spec["dataset"] == "diabetes"
+    names = {"tree": "DecisionTree", "rf": "RandomForest", "xgb": "XGB"}
+    cls = getattr(cml, names[spec["class"]] + ("Regressor" if regressor else "Classifier"))
+    model = cls(n_bits=6, **spec["params"]).fit(X_train, y_train)
+    circuit = model.compile(X_train)
+
+    def score(y_pred: np.ndarray) -> float:
+        return float(r2_score(y_test, y_pred) if regressor else np.mean(y_pred == y_test))
+
+    simulated = model.predict(X_test, fhe="simulate")
+    start = time.perf_counter()
+    circuit.keygen(force=True)
+    keygen_s = time.perf_counter() - start
+    x_q = model.quantize_input(X_test[:1])
+    encrypted = circuit.encrypt(x_q)
+    circuit.run(encrypted)  # warm-up, as for fhe_sklearn
+    n = spec["n_execute"]
+    start = time.perf_counter()
+    model.predict(X_test[1 : 1 + n], fhe="execute")
+    execute_s = (time.perf_counter() - start) / n
+    return {
+        "simulate_score": score(simulated),
+        "pbs_count": int(circuit.programmable_bootstrap_count),
+        "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
+        "pbs_precisions": len(circuit.statistics["programmable_bootstrap_count_per_parameter"]),
+        "complexity": float(circuit.complexity),
+        "evaluation_keys_mb": len(circuit.keys.evaluation.serialize()) / 1e6,
+        "keygen_s": keygen_s,
+        "execute_s_per_row": execute_s,
+        "input_bytes": len(encrypted.serialize()),
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))), flush=True)
+    os._exit(0)  # concrete's runtime resets the exit status at interpreter exit

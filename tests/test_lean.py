@@ -1,0 +1,98 @@
+"""Lean circuits (issue 13): unary-digit tree comparisons, truncated network accumulators,
+compressed keys. The circuit figures are deterministic: these tests guard the ones
+``python -m benchmarks.lean`` reports (benchmarks/results/lean.md), not timings."""
+
+import numpy as np
+import pytest
+from concrete import fhe
+
+import fhe_sklearn
+from benchmarks.run import load
+from fhe_sklearn.quantization import QuantizationOptions, UnaryDigitQuantizer, UniformQuantizer
+from fhe_sklearn.quantization.compile_options import default_configuration
+
+# (estimator, parameters, dataset, max bit-width, PBS precisions, complexity): what
+# benchmarks/results/lean.md reports (1.00-1.01x); the issue's ceiling is 0.25x Concrete ML's
+# (DT 1.7e9: missed by the one-precision trade, see README; XGB 1.6e10, RF 3.5e10)
+TREE_CASES = [
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 1.92e9),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 1, 1.49e10),
+    (
+        "RandomForestClassifier",
+        {"n_estimators": 20, "max_depth": 4, "random_state": 0},
+        "breast_cancer",
+        11,
+        1,
+        2.77e10,
+    ),
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 1, 1.66e10),
+]
+
+
+def _precisions(circuit):
+    return len(circuit.statistics["programmable_bootstrap_count_per_parameter"])
+
+
+@pytest.mark.parametrize("n_bits", range(1, 9))
+def test_unary_digits_compare_exactly(n_bits):
+    quantizer = UnaryDigitQuantizer(UniformQuantizer(QuantizationOptions(n_bits), scale=1.0, zero_point=0))
+    q = np.arange(2**n_bits)
+    bits = quantizer.quant(q[:, None].astype(np.float64))
+    assert bits.shape == (len(q), 2 ** (n_bits - n_bits // 2) + 2 ** (n_bits // 2) - 2)
+    assert set(np.unique(bits)) <= {0, 1}
+    for k in range(2**n_bits - 1):
+        columns, constant = quantizer.comparison(0, k)
+        assert len(columns) <= 3
+        np.testing.assert_array_equal(bits[:, columns].sum(axis=1) + constant >= 2, q <= k)
+
+
+@pytest.mark.parametrize(("name", "params", "dataset", "max_bits", "precisions", "complexity"), TREE_CASES)
+def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, complexity):
+    X_train, X_test, y_train, _ = load(dataset)
+    model = getattr(fhe_sklearn, name)(n_bits=6, **params).fit(X_train, y_train)
+    circuit = model.compile(X_train)
+    np.testing.assert_array_equal(model.predict(X_test, fhe="simulate"), model.predict(X_test))
+    assert circuit.graph.maximum_integer_bit_width() <= max_bits
+    assert _precisions(circuit) <= precisions
+    assert circuit.complexity <= complexity
+    # every comparison is one lookup on a 2-bit sum of the client's unary digits
+    splits = next(op for op in model.quantized_module_.ops if op.name == "splits")
+    assert circuit.programmable_bootstrap_count == len(splits.ks) + len(model.quantized_module_.ops[2].tables)
+    assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, 14 * X_test.shape[1])
+
+
+def test_network_accumulators_are_truncated():
+    X_train, X_test, y_train, y_test = load("breast_cancer")
+    model = fhe_sklearn.NeuralNetClassifier(random_state=0).fit(X_train, y_train)
+    circuit = model.compile(X_train)
+    np.testing.assert_array_equal(model.predict_proba(X_test, fhe="simulate"), model.predict_proba(X_test))
+    assert np.mean(model.predict(X_test) == y_test) >= 0.96  # 0.974 without truncation
+    module = model.quantized_module_
+    truncations = [op for op in module.ops if op.op_type == "TruncateBitPattern"]
+    assert truncations and all(op.input_specs[0].bit_width - op.lsbs <= 5 for op in truncations)
+    assert circuit.graph.maximum_integer_bit_width() <= 8
+    assert _precisions(circuit) <= 2
+    assert circuit.complexity <= 2.6e10  # 2.3e11 with 8-bit lookups; lean.md: 2.59e10
+
+
+def test_rounding_threshold_bits_none_reads_whole_accumulators(scaled_wine):
+    X_train, X_test, y_train, _ = scaled_wine
+    params = {"module__n_accum_bits": 6, "module__n_hidden_neurons_multiplier": 1, "max_epochs": 5, "random_state": 0}
+    plain = fhe_sklearn.NeuralNetClassifier(rounding_threshold_bits=None, **params).fit(X_train, y_train)
+    assert not any(op.op_type == "TruncateBitPattern" for op in plain.quantized_module_.ops)
+    rounded = fhe_sklearn.NeuralNetClassifier(rounding_threshold_bits=3, **params).fit(X_train, y_train)
+    assert any(op.op_type == "TruncateBitPattern" for op in rounded.quantized_module_.ops)
+    rounded.compile(X_train)
+    np.testing.assert_array_equal(rounded.predict_proba(X_test, fhe="simulate"), rounded.predict_proba(X_test))
+    with pytest.raises(ValueError, match="rounding_threshold_bits"):
+        fhe_sklearn.NeuralNetClassifier(rounding_threshold_bits=1, **params).fit(X_train, y_train)
+
+
+def test_default_configuration_compresses_keys_and_inputs(wine):
+    X_train, _, y_train, _ = wine
+    model = fhe_sklearn.DecisionTreeClassifier(max_depth=2, n_bits=3, random_state=0).fit(X_train, y_train)
+    circuit = model.compile(X_train)
+    assert circuit.configuration.compress_evaluation_keys and circuit.configuration.compress_input_ciphertexts
+    plain = model.quantized_module_.compile(X_train, configuration=fhe.Configuration(), global_p_error=1e-7)
+    assert not plain.configuration.compress_evaluation_keys
+    assert default_configuration().compress_input_ciphertexts
