@@ -129,9 +129,13 @@ def test_boosted_trees_of_very_different_sizes_fit_16_bits(diabetes):
 
 def test_gridsearch_pandas_and_from_sklearn_model(cancer):
     X_train, X_test, y_train, _ = cancer
-    search = GridSearchCV(DecisionTreeClassifier(max_depth=3), {"n_bits": [2, 4, 6]}, cv=3).fit(X_train, y_train)
+    search = GridSearchCV(DecisionTreeClassifier(max_depth=3, random_state=0), {"n_bits": [2, 4, 6]}, cv=3).fit(
+        X_train, y_train
+    )
     # each candidate is the estimator with that n_bits: same folds, same scores as by hand
-    by_hand = cross_val_score(DecisionTreeClassifier(max_depth=3, n_bits=2), X_train, y_train, cv=3).mean()
+    by_hand = cross_val_score(
+        DecisionTreeClassifier(max_depth=3, n_bits=2, random_state=0), X_train, y_train, cv=3
+    ).mean()
     assert search.cv_results_["mean_test_score"][0] == pytest.approx(by_hand)
     assert search.best_estimator_.quantized_module_.input_quantizer.options.n_bits == search.best_params_["n_bits"]
     columns = [f"c{i}" for i in range(X_train.shape[1])]
