@@ -26,6 +26,7 @@ from fhe_sklearn import (
     SGDRegressor,
     TweedieRegressor,
 )
+from fhe_sklearn.deployment.client_spec import ClientSpec
 from fhe_sklearn.exceptions import InputRangeWarning, QuantizationAgreementWarning
 
 CLASSIFIERS = [
@@ -335,7 +336,8 @@ def test_input_range_percentiles_and_bounds(scaled_cancer):
     X_train, X_test, y_train, y_test = scaled_cancer
     float_acc = accuracy_score(y_test, sk_linear.LogisticRegression().fit(X_train, y_train).predict(X_test))
     model = LogisticRegression(input_range=(1, 99)).fit(X_train, y_train)
-    quantizer = model.quantized_module_.client_view().input_quantizer
+    client = ClientSpec.from_model(model).build_model()  # what client.json holds
+    quantizer = client.quantized_module_.input_quantizer
     low, high = quantizer.dequant(0), quantizer.dequant(2**8 - 1)
     # the client's grid spans the 1st-99th percentiles, not the training extremes
     np.testing.assert_allclose(low, np.percentile(X_train, 1, axis=0), atol=quantizer.scale.max())
@@ -344,6 +346,8 @@ def test_input_range_percentiles_and_bounds(scaled_cancer):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputRangeWarning)  # outliers clip, as chosen
         assert accuracy_score(y_test, model.predict(X_test)) >= float_acc - 0.02
+    with pytest.warns(InputRangeWarning, match="clipped"):  # the client warns as well
+        client.quantize_input(X_test)
     # explicit per-feature bounds, e.g. a known domain wider than the data
     bounds = np.array([np.full(30, -10.0), np.full(30, 15.0)])
     model = LogisticRegression.from_sklearn_model(model.sklearn_model, X_train, input_range=bounds)
