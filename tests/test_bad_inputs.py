@@ -65,8 +65,6 @@ PARAMS = {
     "NeuralNetRegressor": {"max_epochs": 3, "module__n_hidden_neurons_multiplier": 1, "random_state": 0},
 }
 COLUMNS = ["a", "b", "c", "d"]
-# the array cases (1-D, 3-D, strings...) go to models fitted on a DataFrame: sklearn says so
-pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
 PREDICT_CASES = [
     "nan",
@@ -145,6 +143,14 @@ class _Fitted:
 @pytest.fixture(scope="session")
 def fitted() -> _Fitted:
     return _Fitted()
+
+
+@pytest.fixture(autouse=True)
+def _arrays_to_named_models():
+    # the array cases (1-D, 3-D, strings...) go to models fitted on a DataFrame: sklearn says so
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "X does not have valid feature names")
+        yield
 
 
 def _predict(model, X, mode):
