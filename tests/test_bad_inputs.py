@@ -331,7 +331,12 @@ def _after_fit_case(name: str, mode: str, case: str, outcome: tuple) -> str:
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize(
-    ("name", "mode"), [(name, mode) for name in ESTIMATORS for mode in _modes(name)], ids=lambda v: v
+    ("name", "mode"),
+    [
+        pytest.param(name, mode, marks=[pytest.mark.fhe_execute] if mode == "execute" else [], id=f"{name}-{mode}")
+        for name in ESTIMATORS
+        for mode in _modes(name)
+    ],
 )
 def test_bad_input(name: str, mode: str, case: str, fitted: _Fitted) -> None:
     outcome = "unclear"
