@@ -44,6 +44,8 @@ class FHEEstimatorMixin:
     #: fitted values (and parameters) a deployed client may see, with their types: what its
     #: post-processing reads. Merged along the class hierarchy (see deployment.ClientSpec)
     _client_attributes: ClassVar[dict[str, type]] = {}
+    #: what to change when the quantized model departs from the float one (agreement check)
+    _agreement_advice: ClassVar[str] = "Give it more bits (n_bits)."
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -80,7 +82,9 @@ class FHEEstimatorMixin:
         return self
 
     @classmethod
-    def from_sklearn_model(cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None) -> FHEEstimatorMixin:
+    def from_sklearn_model(
+        cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None, **fhe_params: Any
+    ) -> FHEEstimatorMixin:
         """Wrap an already-fitted float model; ``X`` calibrates the quantization.
 
         Parameters
@@ -89,14 +93,20 @@ class FHEEstimatorMixin:
         X : array-like of shape (n_samples, n_features)
             Representative data (e.g. the training set).
         n_bits : int or dict, optional
+        **fhe_params
+            The family's other quantization parameters (``input_range`` of linear models,
+            ``quantization`` of trees).
         """
+        unknown = sorted(set(fhe_params) - set(cls._extra_params))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_sklearn_model got unexpected parameters {unknown}")
         if not isinstance(sklearn_model, cls._sklearn_class):
             raise TypeError(f"{cls.__name__} wraps {cls._sklearn_class.__name__}, got {type(sklearn_model).__name__}")
         check_is_fitted(sklearn_model)
         if X is None:
             raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
         params = {k: v for k, v in sklearn_model.get_params().items() if k in cls._float_param_names}
-        model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits)
+        model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits, **fhe_params)
         model._check_fhe_params()
         X = validate_data(model, X, dtype=np.float64)
         if X.shape[1] != sklearn_model.n_features_in_:
@@ -113,6 +123,18 @@ class FHEEstimatorMixin:
         self.single_target_ = single_target
         self._set_fitted_attributes()
         self.quantized_module_ = self._build_quantized_module(X)
+        self._check_quantization_agreement(X)
+
+    def _check_quantization_agreement(self, X: np.ndarray) -> None:
+        """Warn (QuantizationAgreementWarning) when the integer model departs from the float
+        model on the calibration data; the measure is kept as ``quantization_agreement_``."""
+        from .agreement import check_agreement
+
+        self.quantization_agreement_ = check_agreement(self, X, self._agreement_advice)
+
+    def _float_predict(self, X: np.ndarray) -> np.ndarray:
+        """The float model's predictions, as ``predict`` returns them (same labels)."""
+        return self.sklearn_model_.predict(X)
 
     def _check_fhe_params(self) -> None:
         """Raise a clear error on a bad quantization parameter before anything is fitted."""

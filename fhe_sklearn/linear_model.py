@@ -16,22 +16,62 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn import linear_model as sk_linear
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
-from .quantization import MAX_BIT_WIDTH, GraphBuilder, QuantizedModule
-from .quantization.post_training import input_quantizer, resolve_n_bits
+from .exceptions import InputRangeWarning, warn_user
+from .quantization import (
+    MAX_BIT_WIDTH,
+    GraphBuilder,
+    MinMaxQuantizationStats,
+    QuantizationOptions,
+    QuantizedModule,
+    UniformQuantizer,
+)
+from .quantization.post_training import resolve_n_bits
 
 
 class _LinearLowering(FHEEstimatorMixin):
-    """Lower ``coef_``/``intercept_`` to a single QuantizedGemm."""
+    """Lower ``coef_``/``intercept_`` to a single QuantizedGemm.
+
+    ``input_range`` (constructor parameter) sets the float range each feature's integer grid
+    spans: ``"minmax"`` (default) the calibration data's extremes; a pair of percentiles
+    ``(low, high)`` in [0, 100], as ``RobustScaler``'s ``quantile_range``, so the client does
+    not learn the exact training extremes; or an array of shape (2, n_features) of explicit
+    per-feature ``[low, high]`` bounds. Inputs outside the range are clipped to it, with an
+    :class:`~fhe_sklearn.exceptions.InputRangeWarning`.
+    """
+
+    _extra_params: ClassVar[dict[str, Any]] = {"input_range": "minmax"}
+    _agreement_advice: ClassVar[str] = (
+        "Give it more bits (n_bits, or more op_weights bits), standardize the features (e.g. a "
+        "StandardScaler in a Pipeline), or widen input_range if it clips the data."
+    )
+
+    def _check_fhe_params(self) -> None:
+        super()._check_fhe_params()
+        _input_range_kind(self.input_range)
+
+    def _input_bounds(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature float range of the input grid, from ``input_range`` and ``X``."""
+        kind, value = _input_range_kind(self.input_range)
+        if kind == "minmax":
+            return X.min(axis=0), X.max(axis=0)
+        if kind == "percentile":
+            low, high = np.percentile(X, value, axis=0)
+            return low, high
+        if value.shape[1] != X.shape[1]:
+            raise ValueError(f"input_range has bounds for {value.shape[1]} features, X has {X.shape[1]}")
+        return value[0], value[1]
 
     def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
         coef = np.asarray(self.sklearn_model.coef_, dtype=np.float64)
         weight = coef.reshape(-1, 1) if coef.ndim == 1 else coef.T
         bias = np.broadcast_to(np.asarray(self.sklearn_model.intercept_, dtype=np.float64).ravel(), weight.shape[1:])
         bits = resolve_n_bits(self.n_bits)
+        low, high = self._input_bounds(X)
         builder = GraphBuilder()
-        builder.input(input_quantizer(X, bits["op_inputs"]))
+        builder.input(UniformQuantizer(QuantizationOptions(bits["op_inputs"]), MinMaxQuantizationStats(low, high)))
         builder.add(
             "Gemm",
             name="linear",
@@ -41,6 +81,61 @@ class _LinearLowering(FHEEstimatorMixin):
             max_accumulator_bits=MAX_BIT_WIDTH,
         )
         return builder.build(X)
+
+    def quantize_input(self, X: Any) -> np.ndarray:
+        """Float rows → integer rows (client side, in the clear); values outside the
+        quantization range are clipped to it, with an ``InputRangeWarning``."""
+        check_is_fitted(self, "quantized_module_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        _warn_if_clipped(self, X)
+        return self.quantized_module_.quantize_input(X)
+
+
+def _input_range_kind(input_range: Any) -> tuple[str, Any]:
+    """Validate ``input_range``: ("minmax", None), ("percentile", (lo, hi)) or ("bounds", array)."""
+    if isinstance(input_range, str):
+        if input_range == "minmax":
+            return "minmax", None
+    else:
+        try:
+            value = np.asarray(input_range, dtype=np.float64)
+        except (TypeError, ValueError):
+            value = None
+        if value is not None and value.shape == (2,):
+            if not (np.all(np.isfinite(value)) and 0 <= value[0] < value[1] <= 100):
+                raise ValueError(f"input_range percentiles must satisfy 0 <= low < high <= 100, got {input_range!r}")
+            return "percentile", value
+        if value is not None and value.ndim == 2 and value.shape[0] == 2:
+            if not np.all(np.isfinite(value)) or np.any(value[0] >= value[1]):
+                raise ValueError("input_range bounds must be finite with low < high for every feature")
+            return "bounds", value
+    raise ValueError(
+        "input_range must be 'minmax', a pair of percentiles (low, high), or an array of shape "
+        f"(2, n_features) of per-feature bounds; got {input_range!r}"
+    )
+
+
+def _warn_if_clipped(model: FHEEstimatorMixin, X: np.ndarray) -> None:
+    """One InputRangeWarning for all the values of ``X`` the input quantizer clips."""
+    quantizer = model.quantized_module_.input_quantizer
+    codes = np.rint(X / quantizer.scale) + quantizer.zero_point
+    below = np.count_nonzero(codes < quantizer.options.qmin, axis=0)
+    above = np.count_nonzero(codes > quantizer.options.qmax, axis=0)
+    total = int(below.sum() + above.sum())
+    if total == 0:
+        return
+    names = getattr(model, "feature_names_in_", [f"feature {j}" for j in range(X.shape[1])])
+    low = quantizer.dequant(np.full(X.shape[1], quantizer.options.qmin))
+    high = quantizer.dequant(np.full(X.shape[1], quantizer.options.qmax))
+    features = np.flatnonzero(below + above)
+    details = [f"{names[j]}: {below[j] + above[j]} outside [{low[j]:.4g}, {high[j]:.4g}]" for j in features[:5]]
+    more = f", and {len(features) - 5} more features" if len(features) > 5 else ""
+    warn_user(
+        f"{type(model).__name__}: {total} input value(s) lie outside the range the model was quantized on and were "
+        f"clipped to it ({'; '.join(details)}{more}); the FHE prediction of those rows differs from the float "
+        "model's. Set input_range to cover them (per-feature bounds), or fit on data that does.",
+        InputRangeWarning,
+    )
 
 
 class _LinearRegressor(_LinearLowering, FHERegressorMixin, RegressorMixin, BaseEstimator):

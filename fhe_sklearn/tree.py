@@ -8,6 +8,7 @@ See :mod:`fhe_sklearn._tree_lowering` for the circuit and its PBS count.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._tree_lowering import FlatTree, lower_trees, threshold_grid
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
+from .exceptions import QuantizationAgreementWarning
 from .quantization import QuantizedModule
 from .quantization.post_training import resolve_n_bits
 
@@ -40,7 +42,9 @@ class _TreeModel(FHEEstimatorMixin):
     _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     @classmethod
-    def from_sklearn_model(cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None) -> _TreeModel:
+    def from_sklearn_model(
+        cls, sklearn_model: BaseEstimator, X: Any = None, n_bits: Any = None, **fhe_params: Any
+    ) -> _TreeModel:
         """Wrap an already-fitted float model.
 
         Parameters
@@ -53,6 +57,8 @@ class _TreeModel(FHEEstimatorMixin):
             model is the same except for features no split uses.
         n_bits : int or dict, optional
             Default 6; ``{"op_inputs": a}`` or ``{"op_inputs": a, "op_leaves": b}``.
+        **fhe_params
+            ``quantization`` (``"uniform"`` or ``"splits"``).
 
         Returns
         -------
@@ -65,13 +71,24 @@ class _TreeModel(FHEEstimatorMixin):
                 )
             check_is_fitted(sklearn_model)
             X = threshold_grid(cls._float_flat_trees(sklearn_model), sklearn_model.n_features_in_)
-        return super().from_sklearn_model(sklearn_model, X, n_bits)
+            # rows sitting on the thresholds say nothing about agreement on real data
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", QuantizationAgreementWarning)
+                model = super().from_sklearn_model(sklearn_model, X, n_bits, **fhe_params)
+            model.quantization_agreement_ = None
+            return model
+        return super().from_sklearn_model(sklearn_model, X, n_bits, **fhe_params)
 
     @classmethod
     def _float_flat_trees(cls, sklearn_model: BaseEstimator) -> list[FlatTree]:
         """The trees of a fitted float model (their splits; outputs may be simplified)."""
         estimators = getattr(sklearn_model, "estimators_", [sklearn_model])
         return [sklearn_flat_tree(e, issubclass(cls, ClassifierMixin)) for e in estimators]
+
+    _agreement_advice: ClassVar[str] = (
+        "Give it more bits (n_bits, or more op_inputs / op_leaves bits), or use quantization='splits' "
+        "for the float model's exact paths."
+    )
 
     def _flat_trees(self) -> list[FlatTree]:
         return self._float_flat_trees(self.sklearn_model_)

@@ -96,6 +96,10 @@ class XGBClassifier(_XGBModel, _TreeClassifier):
         if hasattr(self, "_label_encoder"):
             self.classes_ = self._label_encoder.classes_
 
+    def _float_predict(self, X: np.ndarray) -> np.ndarray:
+        pred = self.sklearn_model_.predict(X)
+        return self._label_encoder.inverse_transform(pred) if hasattr(self, "_label_encoder") else pred
+
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         margin = self._margin(y)
         if margin.shape[1] == 1:

@@ -142,12 +142,13 @@ def test_accumulator_over_16_bits_is_a_clear_error(rng):
 
 
 def test_exactly_17_bit_accumulator_is_refused():
-    # 4 features in [0, 1] at 8 bits (0..255) times 8-bit weights of 127: 4 * 127 * 255 = 129540 < 2**17
+    # 4 features in [0, 1] at 8 bits, centred (0..255 - 127) times 8-bit weights of 127:
+    # 4 * 127 * 128 = 65024 > 2**15 - 1
     x = np.linspace(0, 1, 20)[:, None].repeat(4, axis=1)
-    with pytest.raises(ValueError, match=r"QuantizedGemm 'gemm_0' needs a 17-bit integer \(range \[0, 129540\]\)"):
+    with pytest.raises(ValueError, match=r"QuantizedGemm 'gemm_0' needs a 17-bit integer \(range \[-64516, 65024\]\)"):
         PostTrainingQuantizer(n_bits=8).quantize_module([{"type": "gemm", "weight": np.ones((4, 1))}], x)
     module = PostTrainingQuantizer(n_bits=8).quantize_module([{"type": "gemm", "weight": np.ones((2, 1))}], x[:, :2])
-    assert module.output_spec.bit_width == 16  # 2 * 127 * 255 = 64770 fits 16 bits
+    assert module.output_spec.bit_width == 16  # 2 * 127 * 128 = 32512 fits 16 bits
 
 
 def test_accumulator_aware_gemm_fits_the_budget(rng):

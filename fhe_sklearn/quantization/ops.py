@@ -33,8 +33,11 @@ class QuantizedGemm(QuantizedOp):
     """Encrypted × clear matrix product plus bias: ``y = x @ weight + bias``.
 
     The input's per-feature scales are folded into the weights before they are quantized
-    (symmetric, one scale per output column), so the circuit accumulates
-    ``(x_q - z_x) @ w_q + b_q`` in integers and its output has scale ``s_w`` and zero point 0.
+    (symmetric, one scale per output column). The circuit only accumulates the input codes,
+    centred on the middle of their integer range: ``(x_q - c) @ w_q``. Everything constant
+    (the bias and the input zero points times the float weights) becomes the output's zero
+    point, applied in the clear when the result is de-quantized. So an input far from zero
+    (a year, a timestamp) costs the accumulator no more than a centred one.
 
     Parameters
     ----------
@@ -75,42 +78,55 @@ class QuantizedGemm(QuantizedOp):
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         spec = self.input_specs[0]
-        if x.shape[-1] != self.weight.shape[0]:
-            raise ValueError(f"'{self.name}': {x.shape[-1]} input features, weights expect {self.weight.shape[0]}")
-        folded = np.broadcast_to(spec.scale, (self.weight.shape[0],))[:, None] * self.weight
-        d_lo = np.broadcast_to(spec.lo - spec.zero_point, (self.weight.shape[0],))
-        d_hi = np.broadcast_to(spec.hi - spec.zero_point, (self.weight.shape[0],))
+        n_in = self.weight.shape[0]
+        if x.shape[-1] != n_in:
+            raise ValueError(f"'{self.name}': {x.shape[-1]} input features, weights expect {n_in}")
+        folded = np.broadcast_to(spec.scale, (n_in,))[:, None] * self.weight
+        q_lo, q_hi = np.broadcast_to(spec.lo, (n_in,)), np.broadcast_to(spec.hi, (n_in,))
+        # centring on the middle of the integer range (not on the zero point) keeps the
+        # accumulator small whatever the float offset of the feature
+        center = (q_lo + q_hi) // 2
+        d_lo, d_hi = q_lo - center, q_hi - center
+        # y = (x_q - c) @ folded + offset, with offset = bias + (c - z) @ folded in float
+        offset = self.bias + (center - np.broadcast_to(spec.zero_point, (n_in,))) @ folded
         levels = 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 1
         max_abs = np.abs(folded).max(axis=0)
-        scale = np.where(max_abs > 0, max_abs / levels, 1.0)
+        # an output without weights is its offset alone: a grid fine enough to hold it
+        scale = np.where(max_abs > 0, max_abs / levels, np.where(offset != 0, np.abs(offset) / 2.0**30, 1.0))
+        # the zero point -offset / scale must stay an exact int64 (only a model whose
+        # weights are negligible next to its intercept gets a coarser scale from this)
+        scale = np.maximum(scale, np.abs(offset) / 2.0**52)
         if self.max_accumulator_bits is not None:
             scale = self._fit_accumulator(folded, d_lo, d_hi, scale)
         self.weight_q = np.rint(folded / scale).astype(np.int64)
-        self.bias_q = np.rint(self.bias / scale).astype(np.int64)
-        self.input_offset = spec.zero_point
+        # bias correction: the rounded weights shift the mean score by (mean code - c) @ error,
+        # since typical inputs sit far from the middle of their range; remove that shift
+        codes = np.clip(np.rint(x.reshape(-1, n_in) / spec.scale) + spec.zero_point, q_lo, q_hi)
+        estimate = ((codes - center) @ self.weight_q) * scale + offset
+        offset = offset + np.mean(float_output.reshape(-1, self.weight.shape[1]) - estimate, axis=0)
+        self.input_offset = center
         self.centered_range = (d_lo, d_hi)
         self.product_range = _interval_matmul(d_lo, d_hi, self.weight_q)
         lo, hi = self.product_range
-        return TensorSpec(scale, 0, lo + self.bias_q, hi + self.bias_q)
+        return TensorSpec(scale, -np.rint(offset / scale).astype(np.int64), lo, hi)
 
     def _fit_accumulator(self, folded, d_lo, d_hi, scale) -> np.ndarray:
         limit = 2 ** (self.max_accumulator_bits - 1) - 1
         reach = np.maximum(np.abs(d_lo), np.abs(d_hi)).astype(np.float64)
         # each rounded weight may grow by 1/2 a step: keep that slack out of the budget
-        room = limit - 0.5 * reach.sum() - 0.5
+        room = limit - 0.5 * reach.sum()
         if room <= 0:
             raise ValueError(
                 f"QuantizedGemm '{self.name}': {len(reach)} inputs of up to "
                 f"{int(reach.max()).bit_length() + 1} bits cannot fit a {self.max_accumulator_bits}-bit "
                 f"accumulator even with 1-bit weights: lower the n_bits of the inputs"
             )
-        needed = (np.abs(folded) * reach[:, None]).sum(axis=0) + np.abs(self.bias)
+        needed = (np.abs(folded) * reach[:, None]).sum(axis=0)
         scale = np.maximum(scale, needed / room)
         for _ in range(64):
             wq = np.rint(folded / scale).astype(np.int64)
-            bq = np.rint(self.bias / scale).astype(np.int64)
             lo, hi = _interval_matmul(d_lo, d_hi, wq)
-            too_big = (np.asarray(hi + bq, dtype=object) > limit) | (np.asarray(lo + bq, dtype=object) < -limit - 1)
+            too_big = (np.asarray(hi, dtype=object) > limit) | (np.asarray(lo, dtype=object) < -limit - 1)
             if not too_big.any():
                 return scale
             scale = np.where(too_big.astype(bool), scale * 1.01, scale)
@@ -119,7 +135,7 @@ class QuantizedGemm(QuantizedOp):
     def q_impl(self, x: Any) -> Any:
         if np.any(self.input_offset != 0):
             x = hint_range(x - self.input_offset, *self.centered_range)
-        return hint_range(x @ self.weight_q, *self.product_range) + self.bias_q
+        return hint_range(x @ self.weight_q, *self.product_range)
 
 
 @register_op
