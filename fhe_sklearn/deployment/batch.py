@@ -1,0 +1,275 @@
+"""Score many encrypted rows: :func:`run_many` on threads, local processes or a Dask cluster.
+
+FHE runs one circuit call per row, seconds each for tree models, so a table of encrypted
+rows is split into chunks that run in parallel. Every worker (thread pool, process or Dask
+worker) loads the compiled server and the client's evaluation keys **once** and keeps them
+in a per-process cache keyed by artifact id and key id; chunks then carry only ciphertexts.
+
+What travels to a Dask worker: the server artifact (``server.zip``, kilobytes) and the
+evaluation keys (hundreds of MB for tree models), each once per worker (scattered to every
+worker, or read by the workers from shared storage when given as a path), then chunks of
+ciphertexts; what comes back is encrypted results. No secret key is ever involved.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from concrete import fhe
+
+BACKENDS = ("threads", "processes", "dask")
+#: key sets (and servers) a worker process keeps deserialized, least recently used dropped
+WORKER_CACHE_SIZE = 4
+#: a Dask task carries its ciphertexts; past ~10 MB Dask warns about large graphs
+MAX_CHUNK_BYTES = 8 * 2**20
+#: how many times a chunk is resubmitted after the whole cluster lost it (client.restart())
+MAX_RESUBMITS = 3
+
+
+@dataclass(frozen=True)
+class ServerArtifact:
+    """A compiled server (concrete's ``server.zip``) that workers load once.
+
+    Workers on the same machine (or with shared storage) read ``path``; remote Dask workers
+    receive ``data`` once.
+    """
+
+    artifact_id: str
+    path: str
+    data: bytes = field(repr=False)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ServerArtifact:
+        data = Path(path).read_bytes()
+        return cls(fingerprint(data), str(Path(path).resolve()), data)
+
+
+def fingerprint(data: bytes) -> str:
+    """Content id of serialized keys or artifacts (128-bit BLAKE2b, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# -- worker side: per-process caches ------------------------------------------------------
+_lock = threading.Lock()
+_servers: OrderedDict[str, fhe.Server] = OrderedDict()
+_keys: OrderedDict[str, fhe.EvaluationKeys] = OrderedDict()
+_loads: Counter = Counter()
+
+
+def _cached(cache: OrderedDict, key: str, load: Callable[[], Any], kind: str) -> Any:
+    with _lock:  # one load per process even when threads start together
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = cache[key] = load()
+        _loads[kind, key] += 1
+        while len(cache) > WORKER_CACHE_SIZE:
+            cache.popitem(last=False)
+        return value
+
+
+def _load_server(artifact_id: str, source: str | bytes) -> fhe.Server:
+    if isinstance(source, str) and Path(source).exists():
+        return fhe.Server.load(source)
+    if isinstance(source, str):
+        raise FileNotFoundError(f"server artifact {source} is not readable on this worker")
+    with tempfile.TemporaryDirectory() as tmp:  # concrete loads from a file only
+        path = Path(tmp) / f"{artifact_id}.zip"
+        path.write_bytes(source)
+        return fhe.Server.load(str(path))
+
+
+def _load_keys(source: str | bytes) -> fhe.EvaluationKeys:
+    data = Path(source).read_bytes() if isinstance(source, str) else source
+    try:
+        return fhe.EvaluationKeys.deserialize(data)
+    except RuntimeError as err:
+        raise ValueError(f"malformed evaluation keys: {err}") from err
+
+
+def worker_cache_info() -> dict[str, dict[str, int]]:
+    """Loads done by this process: ``{"server": {artifact_id: n}, "keys": {key_id: n}}``.
+
+    Run it on every Dask worker with ``client.run(worker_cache_info)``.
+    """
+    info: dict[str, dict[str, int]] = {"server": {}, "keys": {}}
+    for (kind, key), n in _loads.items():
+        info[kind][key] = n
+    return info
+
+
+def score_chunk(
+    artifact_id: str, artifact: str | bytes, key_id: str, keys: str | bytes, chunk: Sequence[bytes], start: int
+) -> list[bytes]:
+    """Run the server on each ciphertext of ``chunk`` (rows ``start...``), on a worker.
+
+    ``artifact`` and ``keys`` are a path readable by the worker or the serialized bytes;
+    both are loaded once per process (by id) and reused by later chunks.
+    """
+    server = _cached(_servers, artifact_id, lambda: _load_server(artifact_id, artifact), "server")
+    evaluation_keys = _cached(_keys, key_id, lambda: _load_keys(keys), "keys")
+    results = []
+    for row, ciphertext in enumerate(chunk, start):
+        try:
+            value = fhe.Value.deserialize(ciphertext)
+        except RuntimeError as err:
+            raise ValueError(f"row {row}: malformed ciphertext: {err}") from err
+        try:
+            results.append(server.run(value, evaluation_keys=evaluation_keys).serialize())
+        except RuntimeError as err:
+            raise ValueError(f"row {row}: the ciphertext does not fit this model: {err}") from err
+    return results
+
+
+# -- driver side ----------------------------------------------------------------------------
+def run_many(
+    artifact: ServerArtifact,
+    ciphertexts: Iterable[bytes],
+    evaluation_keys: bytes | str | Path,
+    *,
+    key_id: str | None = None,
+    backend: str = "processes",
+    scheduler: Any = None,
+    n_jobs: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+) -> list[bytes]:
+    """Encrypted results of many serialized ciphertexts, in input order.
+
+    Parameters
+    ----------
+    artifact : ServerArtifact
+        The compiled server, e.g. ``ServerArtifact.from_file("deployment/server.zip")``.
+    ciphertexts : iterable of bytes
+        One serialized encrypted row each.
+    evaluation_keys : bytes, str or Path
+        The client's serialized evaluation keys, or the path of a file holding them that
+        every worker can read (shared storage: then nothing but the path is sent).
+    key_id : str, optional
+        Id of the key set in the workers' caches; default: a hash of the keys.
+    backend : {"processes", "threads", "dask"}
+        ``"processes"``: a pool of local processes (joblib's loky, reused across calls);
+        ``"threads"``: threads of this process; ``"dask"``: a Dask cluster (``scheduler``).
+    scheduler : distributed.Client or str, optional
+        For ``backend="dask"``: a client or a scheduler address (``"tcp://host:8786"``);
+        default: the current client (``distributed.default_client()``).
+    n_jobs : int, optional
+        Local workers (``None`` or ``-1``: one per core). The size of a Dask cluster is its own.
+    chunk_size : int, optional
+        Rows per task; default: about four chunks per worker, at most 8 MB of ciphertexts.
+    progress : bool, optional
+        tqdm bar of rows done (default: when more than 4 rows).
+
+    Returns
+    -------
+    list of bytes
+        One serialized encrypted result per ciphertext, in input order.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if scheduler is not None and backend != "dask":
+        raise ValueError(f"scheduler= is for backend='dask', not {backend!r}")
+    ciphertexts = list(ciphertexts)
+    bad = next((i for i, c in enumerate(ciphertexts) if not isinstance(c, (bytes, bytearray))), None)
+    if bad is not None:
+        raise TypeError(f"ciphertexts must be serialized bytes; row {bad} is {type(ciphertexts[bad]).__name__}")
+    if isinstance(evaluation_keys, Path):
+        evaluation_keys = str(evaluation_keys)
+    if isinstance(evaluation_keys, (bytes, bytearray)):
+        evaluation_keys = bytes(evaluation_keys)
+    elif not isinstance(evaluation_keys, str):
+        raise TypeError(f"evaluation_keys must be bytes or a path, got {type(evaluation_keys).__name__}")
+    elif not Path(evaluation_keys).is_file() and backend != "dask":
+        raise FileNotFoundError(f"no evaluation keys file {evaluation_keys}")
+    if key_id is None:
+        data = evaluation_keys if isinstance(evaluation_keys, bytes) else Path(evaluation_keys).read_bytes()
+        key_id = fingerprint(data)
+    if not ciphertexts:
+        return []
+    if backend == "dask":
+        from .dask_backend import run_on_dask
+
+        return run_on_dask(artifact, ciphertexts, evaluation_keys, key_id, scheduler, chunk_size, progress)
+    n_workers = _n_workers(n_jobs)
+    chunks = split(ciphertexts, chunk_size, n_workers)
+    keys = evaluation_keys
+    if backend == "processes" and isinstance(keys, bytes):
+        keys = _spill_keys(key_id, keys)  # read once per process instead of pickled per chunk
+    tasks = [(artifact.artifact_id, artifact.path, key_id, keys, chunk, start) for start, chunk in chunks]
+    with progress_bar(len(ciphertexts), progress) as bar:
+        if backend == "threads":
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n_workers) as pool:
+                return _gather_local(pool, tasks, bar)
+        from joblib.externals.loky import get_reusable_executor
+
+        # reused across calls, so worker processes keep their loaded keys
+        return _gather_local(get_reusable_executor(max_workers=n_workers), tasks, bar)
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    if n_jobs is None or n_jobs == -1:
+        return os.cpu_count() or 1
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive int, -1 or None, got {n_jobs!r}")
+    return n_jobs
+
+
+def split(ciphertexts: list[bytes], chunk_size: int | None, n_workers: int) -> list[tuple[int, list[bytes]]]:
+    """``(first row, rows)`` chunks: ~4 per worker for balance, at most ``MAX_CHUNK_BYTES``."""
+    if chunk_size is None:
+        row_bytes = max(len(c) for c in ciphertexts)
+        chunk_size = max(1, min(-(-len(ciphertexts) // (4 * n_workers)), MAX_CHUNK_BYTES // row_bytes))
+    elif not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return [(i, ciphertexts[i : i + chunk_size]) for i in range(0, len(ciphertexts), chunk_size)]
+
+
+def progress_bar(total: int, progress: bool | None) -> Any:
+    from tqdm import tqdm
+
+    show = total > 4 if progress is None else progress
+    return tqdm(total=total, desc="FHE rows", unit="row", disable=not show, leave=False)
+
+
+def _gather_local(pool: Any, tasks: list[tuple], bar: Any) -> list[bytes]:
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(score_chunk, *task): task[-1] for task in tasks}
+    done: dict[int, list[bytes]] = {}
+    for future in as_completed(futures):
+        done[futures[future]] = future.result()
+        bar.update(len(done[futures[future]]))
+    return list(itertools.chain.from_iterable(done[start] for start in sorted(done)))
+
+
+_spilled: OrderedDict[str, str] = OrderedDict()
+_spill_dir: list[str] = []
+
+
+def _spill_keys(key_id: str, data: bytes) -> str:
+    """Keys written once to a private temporary file (removed at exit) that local workers read."""
+    with _lock:
+        if not _spill_dir:
+            _spill_dir.append(tempfile.mkdtemp(prefix="fhe_sklearn_keys_"))  # mode 0700
+            atexit.register(shutil.rmtree, _spill_dir[0], ignore_errors=True)
+        path = Path(_spill_dir[0]) / f"{key_id}.evaluation_keys"
+        if not path.exists():
+            path.write_bytes(data)
+        _spilled[key_id] = str(path)
+        _spilled.move_to_end(key_id)
+        while len(_spilled) > WORKER_CACHE_SIZE:
+            Path(_spilled.popitem(last=False)[1]).unlink(missing_ok=True)
+        return str(path)
