@@ -157,3 +157,18 @@ def test_run_many_errors(linear):
     with pytest.raises(ValueError, match="needs a cluster"):
         run_many(artifact, rows, keys, backend="dask")
     assert run_many(artifact, [], keys, backend="threads") == []
+
+
+@pytest.mark.fhe_execute
+def test_estimator_predict_on_processes_and_dask(scaled_wine):
+    X_train, X_test, y_train, _ = scaled_wine
+    model = LogisticRegression().fit(X_train, y_train)
+    model.compile(X_train)
+    rows = X_test[:20]
+    expected = model.predict_proba(rows, fhe="simulate")
+    np.testing.assert_array_equal(model.predict_proba(rows, fhe="execute", backend="processes", n_jobs=2), expected)
+    with _cluster() as cluster, distributed.Client(cluster):
+        np.testing.assert_array_equal(model.predict_proba(rows, fhe="execute", backend="dask"), expected)
+        np.testing.assert_array_equal(model.predict(rows, fhe="execute", backend="dask"), expected.argmax(1))
+    with pytest.raises(ValueError, match="backend must be 'threads', 'processes' or 'dask'"):
+        model.predict(rows, fhe="execute", backend="gpu")

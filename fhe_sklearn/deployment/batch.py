@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,9 +127,12 @@ def score_chunk(
         except RuntimeError as err:
             raise ValueError(f"row {row}: malformed ciphertext: {err}") from err
         try:
-            results.append(server.run(value, evaluation_keys=evaluation_keys).serialize())
+            result = server.run(value, evaluation_keys=evaluation_keys)
         except RuntimeError as err:
             raise ValueError(f"row {row}: the ciphertext does not fit this model: {err}") from err
+        if isinstance(result, tuple):
+            raise ValueError(f"run_many scores circuits of one output, this one has {len(result)}")
+        results.append(result.serialize())
     return results
 
 
@@ -273,3 +277,40 @@ def _spill_keys(key_id: str, data: bytes) -> str:
         while len(_spilled) > WORKER_CACHE_SIZE:
             Path(_spilled.popitem(last=False)[1]).unlink(missing_ok=True)
         return str(path)
+
+
+# -- the estimator's side: one process holds both the client and the server ----------------
+_circuits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _circuit_parts(circuit: fhe.Circuit) -> tuple[ServerArtifact, bytes, str]:
+    """The circuit's server saved once, and its serialized evaluation keys with their id."""
+    if circuit not in _circuits:
+        directory = tempfile.mkdtemp(prefix="fhe_sklearn_server_")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        circuit.server.save(str(Path(directory) / "server.zip"))
+        keys = circuit.keys.evaluation.serialize()
+        _circuits[circuit] = (ServerArtifact.from_file(Path(directory) / "server.zip"), keys, fingerprint(keys))
+    return _circuits[circuit]
+
+
+def forget_circuit(circuit: fhe.Circuit) -> None:
+    """Drop what :func:`execute_rows` kept for ``circuit`` (e.g. after new keys)."""
+    _circuits.pop(circuit, None)
+
+
+def execute_rows(
+    circuit: fhe.Circuit, rows: Sequence[tuple], backend: str, n_jobs: int | None, progress: bool | None
+) -> list[Any]:
+    """``circuit.encrypt_run_decrypt(*row)`` of every row (a tuple of inputs), the runs done
+    by :func:`run_many`.
+
+    Rows are encrypted and decrypted here; workers get the server, the evaluation keys (once)
+    and ciphertexts. ``backend="dask"`` uses the current ``distributed.Client``.
+    """
+    if rows and len(rows[0]) != 1:
+        raise ValueError(f"backend={backend!r} runs circuits of one encrypted input, this one has {len(rows[0])}")
+    artifact, keys, key_id = _circuit_parts(circuit)
+    encrypted = [circuit.encrypt(*row).serialize() for row in rows]
+    results = run_many(artifact, encrypted, keys, key_id=key_id, backend=backend, n_jobs=n_jobs, progress=progress)
+    return [circuit.decrypt(fhe.Value.deserialize(result)) for result in results]
