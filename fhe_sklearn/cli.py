@@ -213,7 +213,9 @@ def predict_command(args: argparse.Namespace) -> pd.DataFrame:
 def _serve(args: argparse.Namespace) -> None:
     from .deployment.server import serve
 
-    serve(args.deployment_dir, args.host, args.port, args.key_dir, args.max_request_mb)
+    serve(
+        args.deployment_dir, args.host, args.port, args.key_dir, args.max_request_mb, args.dask_scheduler, args.n_jobs
+    )
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -300,6 +302,10 @@ def main(argv: list[str] | None = None) -> Any:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--key-dir", default="server_keys", help="where clients' evaluation keys are stored")
     s.add_argument("--max-request-mb", type=float, default=2048, help="evaluation keys can be hundreds of MB")
+    s.add_argument(
+        "--dask-scheduler", help="run /predict_batch on this Dask cluster (tcp://host:8786), not local processes"
+    )
+    s.add_argument("--n-jobs", type=int, help="local processes for /predict_batch (default: one per core)")
     s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fhe_sklearn import DecisionTreeClassifier, LogisticRegression
-from fhe_sklearn.deployment import FHEModelClient, FHEModelDev
+from fhe_sklearn.deployment import FHEModelClient, FHEModelDev, FHEModelServer
 from fhe_sklearn.deployment.batch import ServerArtifact, fingerprint, run_many, worker_cache_info
 
 distributed = pytest.importorskip("distributed")
@@ -20,7 +20,7 @@ class _Deployed:
 
     def __init__(self, model, X_train, rows, path):
         model.compile(X_train)
-        FHEModelDev(path / "deployment", model).save()
+        self.path = FHEModelDev(path / "deployment", model).save()
         self.model, self.rows = model, rows
         self.client = FHEModelClient(path / "deployment", key_dir=path / "keys")
         self.client.generate_private_and_evaluation_keys()
@@ -63,8 +63,8 @@ def _key_loads(client, key_id):
 @pytest.mark.fhe_execute
 @pytest.mark.parametrize("backend", ["threads", "processes"])
 def test_run_many_locally(linear, backend, tmp_path):
-    results = run_many(linear.artifact, linear.encrypted, linear.keys, backend=backend, n_jobs=2, chunk_size=5)
-    linear.check(results)
+    server = FHEModelServer(linear.path).load()
+    linear.check(server.run_many(linear.encrypted, linear.keys, backend=backend, n_jobs=2, chunk_size=5))
     # keys given as a file on shared storage: workers read it, nothing else changes
     path = tmp_path / "keys.bin"
     path.write_bytes(linear.keys)
@@ -78,8 +78,8 @@ def test_run_many_locally(linear, backend, tmp_path):
 def test_run_many_on_dask_loads_keys_once_per_worker(deployed, request):
     deployed = request.getfixturevalue(deployed)
     with _cluster() as cluster, distributed.Client(cluster) as client:
-        first = run_many(deployed.artifact, deployed.encrypted, deployed.keys, backend="dask", scheduler=client)
-        deployed.check(first)
+        server = FHEModelServer(deployed.path).load()
+        deployed.check(server.run_many(deployed.encrypted, deployed.keys, scheduler=client))
         # a second batch on the same key set reuses what every worker loaded
         again = run_many(deployed.artifact, deployed.encrypted[::-1], deployed.keys, backend="dask", chunk_size=3)
         deployed.check(again[::-1])

@@ -21,11 +21,11 @@ def _free_port() -> int:
 class _Server:
     """``python -m fhe_sklearn serve`` as a subprocess on 127.0.0.1."""
 
-    def __init__(self, deployment: Path, key_dir: Path) -> None:
+    def __init__(self, deployment: Path, key_dir: Path, *options: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "fhe_sklearn", "serve", str(deployment), "--port", str(self.port)]
-        command += ["--key-dir", str(key_dir), "--max-request-mb", "1"]
+        command += ["--key-dir", str(key_dir), "--max-request-mb", "1", *options]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -148,6 +148,7 @@ def run_many(
     n_jobs: int | None = None,
     chunk_size: int | None = None,
     progress: bool | None = None,
+    scatter_keys: bool = True,
 ) -> list[bytes]:
     """Encrypted results of many serialized ciphertexts, in input order.
 
@@ -158,8 +159,8 @@ def run_many(
     ciphertexts : iterable of bytes
         One serialized encrypted row each.
     evaluation_keys : bytes, str or Path
-        The client's serialized evaluation keys, or the path of a file holding them that
-        every worker can read (shared storage: then nothing but the path is sent).
+        The client's serialized evaluation keys, or the path of a file holding them (read
+        by local workers; see ``scatter_keys`` for Dask).
     key_id : str, optional
         Id of the key set in the workers' caches; default: a hash of the keys.
     backend : {"processes", "threads", "dask"}
@@ -174,6 +175,10 @@ def run_many(
         Rows per task; default: about four chunks per worker, at most 8 MB of ciphertexts.
     progress : bool, optional
         tqdm bar of rows done (default: when more than 4 rows).
+    scatter_keys : bool, default=True
+        ``backend="dask"`` only: send the keys to every worker once (a path is read here
+        first, only when this client has not sent that key id yet). ``False``: the workers
+        read the path themselves (shared storage), so the keys never cross the Dask network.
 
     Returns
     -------
@@ -194,7 +199,7 @@ def run_many(
         evaluation_keys = bytes(evaluation_keys)
     elif not isinstance(evaluation_keys, str):
         raise TypeError(f"evaluation_keys must be bytes or a path, got {type(evaluation_keys).__name__}")
-    elif not Path(evaluation_keys).is_file() and backend != "dask":
+    elif not Path(evaluation_keys).is_file() and (backend != "dask" or scatter_keys):
         raise FileNotFoundError(f"no evaluation keys file {evaluation_keys}")
     if key_id is None:
         data = evaluation_keys if isinstance(evaluation_keys, bytes) else Path(evaluation_keys).read_bytes()
@@ -204,7 +209,11 @@ def run_many(
     if backend == "dask":
         from .dask_backend import run_on_dask
 
-        return run_on_dask(artifact, ciphertexts, evaluation_keys, key_id, scheduler, chunk_size, progress)
+        keys: Any = evaluation_keys
+        if isinstance(keys, str) and scatter_keys:
+            path = keys
+            keys = lambda: Path(path).read_bytes()  # noqa: E731
+        return run_on_dask(artifact, ciphertexts, keys, key_id, scheduler, chunk_size, progress)
     n_workers = _n_workers(n_jobs)
     chunks = split(ciphertexts, chunk_size, n_workers)
     keys = evaluation_keys

@@ -14,6 +14,7 @@ import itertools
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from .batch import MAX_RESUBMITS, WORKER_CACHE_SIZE, ServerArtifact, progress_bar, score_chunk, split
@@ -46,15 +47,17 @@ def get_client(scheduler: Any = None) -> Any:
     raise TypeError(f"scheduler must be a distributed.Client or an address, got {type(scheduler).__name__}")
 
 
-def scattered(client: Any, kind: str, ident: str, data: bytes) -> Any:
-    """A future of ``data`` replicated on every worker, scattered once per client and id."""
+def scattered(client: Any, kind: str, ident: str, data: bytes | Callable[[], bytes]) -> Any:
+    """A future of ``data`` (or of what it returns) on every worker, scattered once per
+    client and id."""
     key = (client.id, kind, ident)
     future = _scattered.get(key)
     for attempt in itertools.count():
         if future is not None and future.status == "finished":
             break
         try:  # first use, or lost with the cluster
-            future = _scattered[key] = client.scatter(data, broadcast=True, hash=False)
+            payload = data() if callable(data) else data
+            future = _scattered[key] = client.scatter(payload, broadcast=True, hash=False)
         except OSError:  # workers going away mid-scatter (a restart): wait for the new ones
             if attempt >= MAX_RESUBMITS:
                 raise
@@ -69,7 +72,7 @@ def scattered(client: Any, kind: str, ident: str, data: bytes) -> Any:
 def run_on_dask(
     artifact: ServerArtifact,
     ciphertexts: list[bytes],
-    keys: bytes | str,
+    keys: bytes | str | Callable[[], bytes],
     key_id: str,
     scheduler: Any,
     chunk_size: int | None,
@@ -105,7 +108,7 @@ def run_on_dask(
             in_flight[future] = (start, chunk)
             pending.add(future)
 
-    pending = as_completed()
+    pending = as_completed(loop=client.loop)
     try:
         with progress_bar(len(ciphertexts), progress) as bar:
             fill(pending)

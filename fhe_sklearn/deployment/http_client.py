@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from .fhe_model import CLIENT_FILE, FHEModelClient
+from .framing import MEDIA_TYPE as BATCH_MEDIA_TYPE
+from .framing import pack_batch, unpack_batch
 
 
 class HTTPClient:
@@ -21,6 +23,9 @@ class HTTPClient:
     work_dir : str or Path
         Where the client file and (unless ``key_dir``) the private keys are kept.
     """
+
+    #: rows per ``/predict_batch`` request
+    batch_size = 256
 
     def __init__(self, url: str, work_dir: str | Path, key_dir: str | Path | None = None, timeout: float = 600) -> None:
         import httpx
@@ -52,9 +57,26 @@ class HTTPClient:
 
     def predict(self, X: Any) -> np.ndarray:
         """What ``predict_proba`` (classifiers) or ``predict`` (regressors) return, computed
-        by the server on encrypted rows."""
-        results = [self.run_encrypted(encrypted) for encrypted in self.fhe.quantize_encrypt_serialize(X)]
-        return self.fhe.deserialize_decrypt_dequantize(results)
+        by the server on encrypted rows (one request per ``batch_size`` rows)."""
+        encrypted = self.fhe.quantize_encrypt_serialize(X)
+        if len(encrypted) == 1:
+            return self.fhe.deserialize_decrypt_dequantize([self.run_encrypted(encrypted[0])])
+        return self.fhe.deserialize_decrypt_dequantize(self.run_encrypted_batch(encrypted))
+
+    def run_encrypted_batch(self, encrypted: list[bytes]) -> list[bytes]:
+        """Many serialized ciphertexts in, the server's encrypted results out, in order
+        (``POST /predict_batch``, ``batch_size`` rows per request)."""
+        if self.key_id is None:
+            self.upload_keys()
+        results: list[bytes] = []
+        for start in range(0, len(encrypted), self.batch_size):
+            body = pack_batch(encrypted[start : start + self.batch_size])
+            headers = {"content-type": BATCH_MEDIA_TYPE}
+            response = self._check(self.http.post(f"/predict_batch/{self.key_id}", content=body, headers=headers))
+            results += unpack_batch(response.content)
+        if len(results) != len(encrypted):
+            raise RuntimeError(f"the server returned {len(results)} results for {len(encrypted)} rows")
+        return results
 
     def run_encrypted(self, encrypted: bytes) -> bytes:
         """One serialized ciphertext in, the server's encrypted result out."""

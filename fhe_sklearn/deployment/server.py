@@ -2,7 +2,10 @@
 
 Endpoints: ``GET /info``; ``GET /client.json`` (what a client needs: specs, quantizers);
 ``POST /keys`` (body: serialized evaluation keys) → ``{"key_id": ...}``;
-``POST /predict/{key_id}`` (body: one serialized ciphertext) → the encrypted result.
+``POST /predict/{key_id}`` (body: one serialized ciphertext) → the encrypted result;
+``POST /predict_batch/{key_id}`` (body: many ciphertexts, framed as in
+:mod:`fhe_sklearn.deployment.framing`) → the encrypted results in the same framing, run by
+:func:`~fhe_sklearn.deployment.batch.run_many` on local processes or a Dask cluster.
 Evaluation keys are stored per client under ``key_dir`` (a restart loses nothing) and kept
 in memory once loaded. The server never sees a private key.
 """
@@ -18,14 +21,26 @@ from concrete import fhe
 
 from .._version import __version__
 from ..serialization import FORMAT_VERSION
-from .fhe_model import CLIENT_FILE, FHEModelServer, read_client_file
+from .batch import ServerArtifact, run_many
+from .fhe_model import CLIENT_FILE, SERVER_FILE, FHEModelServer, read_client_file
+from .framing import MEDIA_TYPE as BATCH_MEDIA_TYPE
+from .framing import VERSION as FRAMING_VERSION
+from .framing import pack_batch, unpack_batch
 
 KEY_ID = re.compile(r"^[0-9a-f]{32}$")
 OCTETS = "application/octet-stream"
 
 
-def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_bytes: int = 2**31) -> Any:
-    """The FastAPI application serving the model in ``deployment_dir``."""
+def create_app(
+    deployment_dir: str | Path,
+    key_dir: str | Path,
+    max_request_bytes: int = 2**31,
+    dask_scheduler: str | None = None,
+    n_jobs: int | None = None,
+) -> Any:
+    """The FastAPI application serving the model in ``deployment_dir``; batches run on
+    ``n_jobs`` local processes (default: one per core) or on the Dask cluster at
+    ``dask_scheduler`` (``"tcp://host:8786"``)."""
     try:
         from fastapi import FastAPI, HTTPException, Request
         from fastapi.responses import JSONResponse, Response
@@ -33,11 +48,14 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_byte
     except ImportError as err:  # pragma: no cover
         raise ImportError("the HTTP server needs the 'server' extra: pip install 'fhe-sklearn[server]'") from err
 
+    if n_jobs is not None and n_jobs != -1 and n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive int or -1, got {n_jobs}")
     deployment_dir, key_dir = Path(deployment_dir), Path(key_dir)
     key_dir.mkdir(parents=True, exist_ok=True)
     client_data = read_client_file(deployment_dir)
     model_server = FHEModelServer(deployment_dir).load()
     keys: dict[str, fhe.EvaluationKeys] = {}
+    artifact = ServerArtifact.from_file(deployment_dir / SERVER_FILE)
     app = FastAPI(title="fhe_sklearn inference server", version=__version__)
 
     async def read_body(request: Request) -> bytes:
@@ -74,6 +92,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_byte
             "model": client_data["model"]["class"],
             "input_shape": client_data["input_shape"],
             "max_request_bytes": max_request_bytes,
+            "batch_framing_version": FRAMING_VERSION,
         }
 
     @app.get("/client.json")
@@ -102,11 +121,36 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, max_request_byte
             raise HTTPException(400, str(err)) from None
         return Response(result, media_type=OCTETS)
 
+    @app.post("/predict_batch/{key_id}")
+    async def predict_batch(key_id: str, request: Request) -> Response:
+        body = await read_body(request)
+        path = key_dir / f"{key_id}.evaluation_keys"
+        if not KEY_ID.match(key_id) or not path.exists():
+            raise HTTPException(404, f"unknown key id {key_id!r}: upload evaluation keys to /keys first")
+        try:
+            ciphertexts = unpack_batch(body)
+            backend = "processes" if dask_scheduler is None else "dask"
+            results = await run_in_threadpool(
+                run_many, artifact, ciphertexts, str(path), key_id=key_id, backend=backend,
+                scheduler=dask_scheduler, n_jobs=n_jobs, progress=False,
+            )  # fmt: skip
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
+        return Response(pack_batch(results), media_type=BATCH_MEDIA_TYPE)
+
     return app
 
 
-def serve(deployment_dir: str, host: str, port: int, key_dir: str, max_request_mb: float) -> None:
+def serve(
+    deployment_dir: str,
+    host: str,
+    port: int,
+    key_dir: str,
+    max_request_mb: float,
+    dask_scheduler: str | None = None,
+    n_jobs: int | None = None,
+) -> None:
     import uvicorn
 
-    app = create_app(deployment_dir, key_dir, int(max_request_mb * 2**20))
+    app = create_app(deployment_dir, key_dir, int(max_request_mb * 2**20), dask_scheduler, n_jobs)
     uvicorn.run(app, host=host, port=port, log_level="info")
