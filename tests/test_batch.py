@@ -25,7 +25,7 @@ class _Deployed:
         self.client = FHEModelClient(path / "deployment", key_dir=path / "keys")
         self.client.generate_private_and_evaluation_keys()
         self.keys = self.client.get_serialized_evaluation_keys()
-        self.artifact = ServerArtifact.from_file(path / "deployment" / "server.zip")
+        self.artifact = ServerArtifact.from_deployment(self.path)
         self.encrypted = self.client.quantize_encrypt_serialize(rows)
 
     def check(self, results):

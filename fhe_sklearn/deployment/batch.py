@@ -23,11 +23,9 @@ import threading
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-from concrete import fhe
 
 BACKENDS = ("threads", "processes", "dask")
 #: key sets (and servers) a worker process keeps deserialized, least recently used dropped
@@ -40,20 +38,42 @@ MAX_RESUBMITS = 3
 
 @dataclass(frozen=True)
 class ServerArtifact:
-    """A compiled server (concrete's ``server.zip``) that workers load once.
+    """What a worker needs to run a model, loaded once per worker process.
 
-    Workers on the same machine (or with shared storage) read ``path``; remote Dask workers
-    receive ``data`` once.
+    ``kind="deployment"``: a deployment's files (``server.zip``, and ``client.json`` when
+    present) run by :class:`~fhe_sklearn.deployment.FHEModelServer`; ``kind="circuit"``: the
+    concrete server of a compiled circuit (the estimator's ``predict(..., backend=...)``).
+    Workers on this machine (or with shared storage) load the files from ``directory``;
+    remote Dask workers receive ``files`` once and write them to a temporary directory.
     """
 
     artifact_id: str
-    path: str
-    data: bytes = field(repr=False)
+    kind: str
+    directory: str
+    files: dict[str, bytes] = field(repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> ServerArtifact:
-        data = Path(path).read_bytes()
-        return cls(fingerprint(data), str(Path(path).resolve()), data)
+    def from_deployment(cls, path: str | Path) -> ServerArtifact:
+        """The server files of a deployment directory (or of the ``server.zip`` in it)."""
+        from .fhe_model import CLIENT_FILE, SERVER_FILE
+
+        directory = Path(path).parent if Path(path).is_file() else Path(path)
+        names = [SERVER_FILE] + ([CLIENT_FILE] if (directory / CLIENT_FILE).exists() else [])
+        files = {name: (directory / name).read_bytes() for name in names}
+        return cls(fingerprint(b"".join(files.values())), "deployment", str(directory.resolve()), files)
+
+    @classmethod
+    def from_circuit(cls, circuit: Any) -> ServerArtifact:
+        """A compiled ``concrete.fhe.Circuit``'s server, saved to a temporary directory."""
+        directory = tempfile.mkdtemp(prefix="fhe_sklearn_server_")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        circuit.server.save(str(Path(directory) / "server.zip"))
+        files = {"server.zip": (Path(directory) / "server.zip").read_bytes()}
+        return cls(fingerprint(files["server.zip"]), "circuit", directory, files)
+
+    def light(self) -> ServerArtifact:
+        """This artifact without its files, for workers that read ``directory``."""
+        return replace(self, files={})
 
 
 def fingerprint(data: bytes) -> str:
@@ -62,41 +82,70 @@ def fingerprint(data: bytes) -> str:
 
 
 # -- worker side: per-process caches ------------------------------------------------------
+class _Runner:
+    """A loaded server: deserializes keys and runs one serialized ciphertext."""
+
+    def __init__(self, artifact: ServerArtifact) -> None:
+        self.kind = artifact.kind
+        directory = Path(artifact.directory)
+        if artifact.files:  # sent to this worker: never trust a same-named local directory
+            directory = Path(tempfile.mkdtemp(prefix="fhe_sklearn_server_"))  # concrete loads files only
+            atexit.register(shutil.rmtree, directory, ignore_errors=True)
+            for name, data in artifact.files.items():
+                (directory / name).write_bytes(data)
+        if self.kind == "circuit":
+            from concrete import fhe
+
+            self.server = fhe.Server.load(str(directory / "server.zip"))
+        else:
+            from .fhe_model import FHEModelServer
+
+            self.server = FHEModelServer(directory).load()
+
+    def load_keys(self, data: bytes) -> Any:
+        if self.kind != "circuit":
+            return self.server.load_evaluation_keys(data)
+        from concrete import fhe
+
+        try:
+            return fhe.EvaluationKeys.deserialize(data)
+        except RuntimeError as err:
+            raise ValueError(f"malformed evaluation keys: {err}") from err
+
+    def run(self, ciphertext: bytes, keys: Any) -> bytes:
+        if self.kind != "circuit":
+            return self.server.run(ciphertext, keys)
+        from concrete import fhe
+
+        try:
+            value = fhe.Value.deserialize(ciphertext)
+        except RuntimeError as err:
+            raise ValueError(f"malformed ciphertext: {err}") from err
+        try:
+            result = self.server.run(value, evaluation_keys=keys)
+        except RuntimeError as err:
+            raise ValueError(f"the ciphertext does not fit this model: {err}") from err
+        if isinstance(result, tuple):
+            raise ValueError(f"run_many scores circuits of one output, this one has {len(result)}")
+        return result.serialize()
+
+
 _lock = threading.Lock()
-_servers: OrderedDict[str, fhe.Server] = OrderedDict()
-_keys: OrderedDict[str, fhe.EvaluationKeys] = OrderedDict()
+_servers: OrderedDict[str, _Runner] = OrderedDict()
+_keys: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _loads: Counter = Counter()
 
 
-def _cached(cache: OrderedDict, key: str, load: Callable[[], Any], kind: str) -> Any:
+def _cached(cache: OrderedDict, key: Any, load: Callable[[], Any], what: tuple[str, str]) -> Any:
     with _lock:  # one load per process even when threads start together
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
         value = cache[key] = load()
-        _loads[kind, key] += 1
+        _loads[what] += 1
         while len(cache) > WORKER_CACHE_SIZE:
             cache.popitem(last=False)
         return value
-
-
-def _load_server(artifact_id: str, source: str | bytes) -> fhe.Server:
-    if isinstance(source, str) and Path(source).exists():
-        return fhe.Server.load(source)
-    if isinstance(source, str):
-        raise FileNotFoundError(f"server artifact {source} is not readable on this worker")
-    with tempfile.TemporaryDirectory() as tmp:  # concrete loads from a file only
-        path = Path(tmp) / f"{artifact_id}.zip"
-        path.write_bytes(source)
-        return fhe.Server.load(str(path))
-
-
-def _load_keys(source: str | bytes) -> fhe.EvaluationKeys:
-    data = Path(source).read_bytes() if isinstance(source, str) else source
-    try:
-        return fhe.EvaluationKeys.deserialize(data)
-    except RuntimeError as err:
-        raise ValueError(f"malformed evaluation keys: {err}") from err
 
 
 def worker_cache_info() -> dict[str, dict[str, int]]:
@@ -105,34 +154,32 @@ def worker_cache_info() -> dict[str, dict[str, int]]:
     Run it on every Dask worker with ``client.run(worker_cache_info)``.
     """
     info: dict[str, dict[str, int]] = {"server": {}, "keys": {}}
-    for (kind, key), n in _loads.items():
-        info[kind][key] = n
+    for (what, ident), n in _loads.items():
+        info[what][ident] = info[what].get(ident, 0) + n
     return info
 
 
 def score_chunk(
-    artifact_id: str, artifact: str | bytes, key_id: str, keys: str | bytes, chunk: Sequence[bytes], start: int
+    artifact: ServerArtifact, key_id: str, keys: str | bytes, chunk: Sequence[bytes], start: int
 ) -> list[bytes]:
     """Run the server on each ciphertext of ``chunk`` (rows ``start...``), on a worker.
 
-    ``artifact`` and ``keys`` are a path readable by the worker or the serialized bytes;
-    both are loaded once per process (by id) and reused by later chunks.
+    ``keys`` is the serialized evaluation keys or a path the worker can read. The server
+    and the keys are loaded once per process (by artifact id and key id) and reused by
+    later chunks.
     """
-    server = _cached(_servers, artifact_id, lambda: _load_server(artifact_id, artifact), "server")
-    evaluation_keys = _cached(_keys, key_id, lambda: _load_keys(keys), "keys")
+    runner = _cached(_servers, artifact.artifact_id, lambda: _Runner(artifact), ("server", artifact.artifact_id))
+
+    def load_keys() -> Any:
+        return runner.load_keys(Path(keys).read_bytes() if isinstance(keys, str) else keys)
+
+    evaluation_keys = _cached(_keys, (artifact.artifact_id, key_id), load_keys, ("keys", key_id))
     results = []
     for row, ciphertext in enumerate(chunk, start):
         try:
-            value = fhe.Value.deserialize(ciphertext)
-        except RuntimeError as err:
-            raise ValueError(f"row {row}: malformed ciphertext: {err}") from err
-        try:
-            result = server.run(value, evaluation_keys=evaluation_keys)
-        except RuntimeError as err:
-            raise ValueError(f"row {row}: the ciphertext does not fit this model: {err}") from err
-        if isinstance(result, tuple):
-            raise ValueError(f"run_many scores circuits of one output, this one has {len(result)}")
-        results.append(result.serialize())
+            results.append(runner.run(ciphertext, evaluation_keys))
+        except ValueError as err:
+            raise ValueError(f"row {row}: {err}") from None
     return results
 
 
@@ -219,7 +266,7 @@ def run_many(
     keys = evaluation_keys
     if backend == "processes" and isinstance(keys, bytes):
         keys = _spill_keys(key_id, keys)  # read once per process instead of pickled per chunk
-    tasks = [(artifact.artifact_id, artifact.path, key_id, keys, chunk, start) for start, chunk in chunks]
+    tasks = [(artifact.light(), key_id, keys, chunk, start) for start, chunk in chunks]
     with progress_bar(len(ciphertexts), progress) as bar:
         if backend == "threads":
             from concurrent.futures import ThreadPoolExecutor
@@ -292,24 +339,21 @@ def _spill_keys(key_id: str, data: bytes) -> str:
 _circuits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _circuit_parts(circuit: fhe.Circuit) -> tuple[ServerArtifact, bytes, str]:
+def _circuit_parts(circuit: Any) -> tuple[ServerArtifact, bytes, str]:
     """The circuit's server saved once, and its serialized evaluation keys with their id."""
     if circuit not in _circuits:
-        directory = tempfile.mkdtemp(prefix="fhe_sklearn_server_")
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        circuit.server.save(str(Path(directory) / "server.zip"))
         keys = circuit.keys.evaluation.serialize()
-        _circuits[circuit] = (ServerArtifact.from_file(Path(directory) / "server.zip"), keys, fingerprint(keys))
+        _circuits[circuit] = (ServerArtifact.from_circuit(circuit), keys, fingerprint(keys))
     return _circuits[circuit]
 
 
-def forget_circuit(circuit: fhe.Circuit) -> None:
+def forget_circuit(circuit: Any) -> None:
     """Drop what :func:`execute_rows` kept for ``circuit`` (e.g. after new keys)."""
     _circuits.pop(circuit, None)
 
 
 def execute_rows(
-    circuit: fhe.Circuit, rows: Sequence[tuple], backend: str, n_jobs: int | None, progress: bool | None
+    circuit: Any, rows: Sequence[tuple], backend: str, n_jobs: int | None, progress: bool | None
 ) -> list[Any]:
     """``circuit.encrypt_run_decrypt(*row)`` of every row (a tuple of inputs), the runs done
     by :func:`run_many`.
@@ -322,4 +366,6 @@ def execute_rows(
     artifact, keys, key_id = _circuit_parts(circuit)
     encrypted = [circuit.encrypt(*row).serialize() for row in rows]
     results = run_many(artifact, encrypted, keys, key_id=key_id, backend=backend, n_jobs=n_jobs, progress=progress)
+    from concrete import fhe
+
     return [circuit.decrypt(fhe.Value.deserialize(result)) for result in results]

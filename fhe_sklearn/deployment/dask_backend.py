@@ -47,9 +47,9 @@ def get_client(scheduler: Any = None) -> Any:
     raise TypeError(f"scheduler must be a distributed.Client or an address, got {type(scheduler).__name__}")
 
 
-def scattered(client: Any, kind: str, ident: str, data: bytes | Callable[[], bytes]) -> Any:
-    """A future of ``data`` (or of what it returns) on every worker, scattered once per
-    client and id."""
+def scattered(client: Any, kind: str, ident: str, data: Any) -> Any:
+    """A future of ``data`` (or of what it returns, if callable) on every worker, scattered
+    once per client and id."""
     key = (client.id, kind, ident)
     future = _scattered.get(key)
     for attempt in itertools.count():
@@ -92,11 +92,10 @@ def run_on_dask(
     def fill(pending: Any) -> None:
         while todo and len(in_flight) < window:
             start, chunk = todo.popleft()
-            artifact_ref = scattered(client, "server", artifact.artifact_id, artifact.data)
+            artifact_ref = scattered(client, "server", artifact.artifact_id, artifact)
             keys_ref = keys if isinstance(keys, str) else scattered(client, "keys", key_id, keys)
             future = client.submit(
                 score_chunk,
-                artifact.artifact_id,
                 artifact_ref,
                 key_id,
                 keys_ref,
