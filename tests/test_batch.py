@@ -84,6 +84,15 @@ def test_run_many_on_dask_loads_keys_once_per_worker(deployed, request):
         again = run_many(deployed.artifact, deployed.encrypted[::-1], deployed.keys, backend="dask", chunk_size=3)
         deployed.check(again[::-1])
         assert list(_key_loads(client, fingerprint(deployed.keys)).values()) == [1, 1]
+        if deployed is request.getfixturevalue("linear"):
+            # keys on storage the workers share: only the path crosses the Dask network
+            path = deployed.path.parent / "shared.evaluation_keys"
+            path.write_bytes(deployed.keys)
+            shared = run_many(
+                deployed.artifact, deployed.encrypted, path, key_id="shared", backend="dask", scatter_keys=False
+            )
+            deployed.check(shared)
+            assert list(_key_loads(client, "shared").values()) == [1, 1]
 
 
 @pytest.mark.fhe_execute
