@@ -10,7 +10,7 @@ import pytest
 
 from fhe_sklearn import DecisionTreeClassifier, LogisticRegression
 from fhe_sklearn.deployment import FHEModelClient, FHEModelDev, FHEModelServer
-from fhe_sklearn.deployment.batch import ServerArtifact, fingerprint, run_many, worker_cache_info
+from fhe_sklearn.deployment.batch import ServerBundle, fingerprint, run_many, worker_cache_info
 
 distributed = pytest.importorskip("distributed")
 
@@ -25,7 +25,7 @@ class _Deployed:
         self.client = FHEModelClient(path / "deployment", key_dir=path / "keys")
         self.client.generate_private_and_evaluation_keys()
         self.keys = self.client.get_serialized_evaluation_keys()
-        self.artifact = ServerArtifact.from_deployment(self.path)
+        self.artifact = ServerBundle.from_deployment(self.path)
         self.encrypted = self.client.quantize_encrypt_serialize(rows)
 
     def check(self, results):

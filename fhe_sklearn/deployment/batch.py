@@ -37,7 +37,7 @@ MAX_RESUBMITS = 3
 
 
 @dataclass(frozen=True)
-class ServerArtifact:
+class ServerBundle:
     """What a worker needs to run a model, loaded once per worker process.
 
     ``kind="deployment"``: a deployment's files (``server.zip``, and ``client.json`` when
@@ -53,7 +53,7 @@ class ServerArtifact:
     files: dict[str, bytes] = field(repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_deployment(cls, path: str | Path) -> ServerArtifact:
+    def from_deployment(cls, path: str | Path) -> ServerBundle:
         """The server files of a deployment directory (or of the ``server.zip`` in it)."""
         from .fhe_model import CLIENT_FILE, SERVER_FILE
 
@@ -63,7 +63,7 @@ class ServerArtifact:
         return cls(fingerprint(b"".join(files.values())), "deployment", str(directory.resolve()), files)
 
     @classmethod
-    def from_circuit(cls, circuit: Any) -> ServerArtifact:
+    def from_circuit(cls, circuit: Any) -> ServerBundle:
         """A compiled ``concrete.fhe.Circuit``'s server, saved to a temporary directory."""
         directory = tempfile.mkdtemp(prefix="fhe_sklearn_server_")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
@@ -71,7 +71,7 @@ class ServerArtifact:
         files = {"server.zip": (Path(directory) / "server.zip").read_bytes()}
         return cls(fingerprint(files["server.zip"]), "circuit", directory, files)
 
-    def light(self) -> ServerArtifact:
+    def light(self) -> ServerBundle:
         """This artifact without its files, for workers that read ``directory``."""
         return replace(self, files={})
 
@@ -85,7 +85,7 @@ def fingerprint(data: bytes) -> str:
 class _Runner:
     """A loaded server: deserializes keys and runs one serialized ciphertext."""
 
-    def __init__(self, artifact: ServerArtifact) -> None:
+    def __init__(self, artifact: ServerBundle) -> None:
         self.kind = artifact.kind
         directory = Path(artifact.directory)
         if artifact.files:  # sent to this worker: never trust a same-named local directory
@@ -160,7 +160,7 @@ def worker_cache_info() -> dict[str, dict[str, int]]:
 
 
 def score_chunk(
-    artifact: ServerArtifact, key_id: str, keys: str | bytes, chunk: Sequence[bytes], start: int
+    artifact: ServerBundle, key_id: str, keys: str | bytes, chunk: Sequence[bytes], start: int
 ) -> list[bytes]:
     """Run the server on each ciphertext of ``chunk`` (rows ``start...``), on a worker.
 
@@ -185,7 +185,7 @@ def score_chunk(
 
 # -- driver side ----------------------------------------------------------------------------
 def run_many(
-    artifact: ServerArtifact,
+    artifact: ServerBundle,
     ciphertexts: Iterable[bytes],
     evaluation_keys: bytes | str | Path,
     *,
@@ -201,8 +201,8 @@ def run_many(
 
     Parameters
     ----------
-    artifact : ServerArtifact
-        The compiled server, e.g. ``ServerArtifact.from_file("deployment/server.zip")``.
+    artifact : ServerBundle
+        The compiled server, e.g. ``ServerBundle.from_file("deployment/server.zip")``.
     ciphertexts : iterable of bytes
         One serialized encrypted row each.
     evaluation_keys : bytes, str or Path
@@ -339,11 +339,11 @@ def _spill_keys(key_id: str, data: bytes) -> str:
 _circuits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _circuit_parts(circuit: Any) -> tuple[ServerArtifact, bytes, str]:
+def _circuit_parts(circuit: Any) -> tuple[ServerBundle, bytes, str]:
     """The circuit's server saved once, and its serialized evaluation keys with their id."""
     if circuit not in _circuits:
         keys = circuit.keys.evaluation.serialize()
-        _circuits[circuit] = (ServerArtifact.from_circuit(circuit), keys, fingerprint(keys))
+        _circuits[circuit] = (ServerBundle.from_circuit(circuit), keys, fingerprint(keys))
     return _circuits[circuit]
 
 

@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .batch import MAX_RESUBMITS, WORKER_CACHE_SIZE, ServerArtifact, progress_bar, score_chunk, split
+from .batch import MAX_RESUBMITS, WORKER_CACHE_SIZE, ServerBundle, progress_bar, score_chunk, split
 
 _clients: dict[str, Any] = {}
 _scattered: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
@@ -58,7 +58,8 @@ def scattered(client: Any, kind: str, ident: str, data: Any) -> Any:
         try:  # first use, or lost with the cluster
             payload = data() if callable(data) else data
             future = _scattered[key] = client.scatter(payload, broadcast=True, hash=False)
-        except OSError:  # workers going away mid-scatter (a restart): wait for the new ones
+        except (OSError, ValueError):  # workers going away mid-scatter (a restart): wait for new ones
+            # (distributed raises ValueError when a broadcast finds fewer workers than replicas)
             if attempt >= MAX_RESUBMITS:
                 raise
             time.sleep(1)
@@ -70,7 +71,7 @@ def scattered(client: Any, kind: str, ident: str, data: Any) -> Any:
 
 
 def run_on_dask(
-    artifact: ServerArtifact,
+    artifact: ServerBundle,
     ciphertexts: list[bytes],
     keys: bytes | str | Callable[[], bytes],
     key_id: str,

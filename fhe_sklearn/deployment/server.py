@@ -21,7 +21,7 @@ from concrete import fhe
 
 from .._version import __version__
 from ..serialization import FORMAT_VERSION
-from .batch import ServerArtifact, run_many
+from .batch import ServerBundle, run_many
 from .fhe_model import CLIENT_FILE, FHEModelServer, read_client_file
 from .framing import MEDIA_TYPE as BATCH_MEDIA_TYPE
 from .framing import VERSION as FRAMING_VERSION
@@ -55,7 +55,7 @@ def create_app(
     client_data = read_client_file(deployment_dir)
     model_server = FHEModelServer(deployment_dir).load()
     keys: dict[str, fhe.EvaluationKeys] = {}
-    artifact = ServerArtifact.from_deployment(deployment_dir)
+    artifact = ServerBundle.from_deployment(deployment_dir)
     app = FastAPI(title="fhe_sklearn inference server", version=__version__)
 
     async def read_body(request: Request) -> bytes:
