@@ -202,7 +202,7 @@ def run_many(
     Parameters
     ----------
     artifact : ServerBundle
-        The compiled server, e.g. ``ServerBundle.from_file("deployment/server.zip")``.
+        The compiled server, e.g. ``ServerBundle.from_deployment("deployment")``.
     ciphertexts : iterable of bytes
         One serialized encrypted row each.
     evaluation_keys : bytes, str or Path
