@@ -248,6 +248,8 @@ def run_many(
         raise TypeError(f"evaluation_keys must be bytes or a path, got {type(evaluation_keys).__name__}")
     elif not Path(evaluation_keys).is_file() and (backend != "dask" or scatter_keys):
         raise FileNotFoundError(f"no evaluation keys file {evaluation_keys}")
+    if key_id is None and isinstance(evaluation_keys, str) and not Path(evaluation_keys).is_file():
+        raise ValueError(f"key_id is needed when the keys file {evaluation_keys} is only on the workers")
     if key_id is None:
         data = evaluation_keys if isinstance(evaluation_keys, bytes) else Path(evaluation_keys).read_bytes()
         key_id = fingerprint(data)
