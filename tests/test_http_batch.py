@@ -7,24 +7,7 @@ from test_http_server import _Server
 
 from fhe_sklearn import LogisticRegression
 from fhe_sklearn.deployment import FHEModelDev, HTTPClient
-from fhe_sklearn.deployment.framing import MAGIC, pack_batch, unpack_batch
-
-
-def test_framing_round_trip_and_errors():
-    items = [b"", b"a", bytes(range(256)) * 3]
-    body = pack_batch(items)
-    assert body[:5] == MAGIC + b"\x01" and unpack_batch(body) == items
-    assert unpack_batch(pack_batch([])) == []
-    with pytest.raises(ValueError, match="not a batch body"):
-        unpack_batch(b"XXXX" + body[4:])
-    with pytest.raises(ValueError, match="version 2 is not supported"):
-        unpack_batch(body[:4] + b"\x02" + body[5:])
-    with pytest.raises(ValueError, match="truncated in item 2 of 3"):
-        unpack_batch(body[:-1])
-    with pytest.raises(ValueError, match="1 unexpected bytes after the 3 items"):
-        unpack_batch(body + b"\x00")
-    with pytest.raises(ValueError, match="shorter than its 9-byte header"):
-        unpack_batch(b"FHEB")
+from fhe_sklearn.deployment.wire import BATCH_MAGIC, pack
 
 
 @pytest.mark.fhe_execute
@@ -50,13 +33,15 @@ def test_predict_batch_100_rows(backend, scaled_cancer, tmp_path):
         np.testing.assert_array_equal(client.predict(rows), model.predict_proba(rows, fhe="simulate"))
 
         info = httpx.get(f"{server.url}/info").json()
-        assert info["batch_framing_version"] == 1
+        assert info["batch_format"] == BATCH_MAGIC.decode()
         encrypted = client.fhe.quantize_encrypt_serialize(rows[:2])
-        unknown = httpx.post(f"{server.url}/predict_batch/{'0' * 32}", content=pack_batch(encrypted))
+        unknown = httpx.post(f"{server.url}/predict_batch/{'0' * 32}", content=pack(encrypted, BATCH_MAGIC))
         assert unknown.status_code == 404 and "unknown key id" in unknown.json()["detail"]
         bad_framing = httpx.post(f"{server.url}/predict_batch/{client.key_id}", content=b"".join(encrypted))
-        assert bad_framing.status_code == 400 and "not a batch body" in bad_framing.json()["detail"]
-        garbage = httpx.post(f"{server.url}/predict_batch/{client.key_id}", content=pack_batch([encrypted[0], b"x"]))
+        assert bad_framing.status_code == 400 and "malformed encrypted batch" in bad_framing.json()["detail"]
+        garbage = httpx.post(
+            f"{server.url}/predict_batch/{client.key_id}", content=pack([encrypted[0], b"x"], BATCH_MAGIC)
+        )
         assert garbage.status_code == 400 and "row 1: malformed ciphertext" in garbage.json()["detail"]
     finally:
         server.stop()

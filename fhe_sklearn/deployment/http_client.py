@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from .fhe_model import CLIENT_FILE, FHEModelClient
-from .framing import MEDIA_TYPE as BATCH_MEDIA_TYPE
-from .framing import pack_batch, unpack_batch
+from .wire import BATCH_MAGIC, pack, unpack
 
 
 class HTTPClient:
@@ -70,10 +69,9 @@ class HTTPClient:
             self.upload_keys()
         results: list[bytes] = []
         for start in range(0, len(encrypted), self.batch_size):
-            body = pack_batch(encrypted[start : start + self.batch_size])
-            headers = {"content-type": BATCH_MEDIA_TYPE}
-            response = self._check(self.http.post(f"/predict_batch/{self.key_id}", content=body, headers=headers))
-            results += unpack_batch(response.content)
+            body = pack(encrypted[start : start + self.batch_size], BATCH_MAGIC)
+            response = self._check(self.http.post(f"/predict_batch/{self.key_id}", content=body))
+            results += unpack(response.content, BATCH_MAGIC)
         if len(results) != len(encrypted):
             raise RuntimeError(f"the server returned {len(results)} results for {len(encrypted)} rows")
         return results

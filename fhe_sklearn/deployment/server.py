@@ -3,8 +3,8 @@
 Endpoints: ``GET /info``; ``GET /client.json`` (what a client needs: specs, quantizers);
 ``POST /keys`` (body: serialized evaluation keys) → ``{"key_id": ...}``;
 ``POST /predict/{key_id}`` (body: one serialized ciphertext) → the encrypted result;
-``POST /predict_batch/{key_id}`` (body: many ciphertexts, framed as in
-:mod:`fhe_sklearn.deployment.framing`) → the encrypted results in the same framing, run by
+``POST /predict_batch/{key_id}`` (body: many ciphertexts framed as a batch, see
+:mod:`fhe_sklearn.deployment.wire`) → the encrypted results as a batch, run by
 :func:`~fhe_sklearn.deployment.batch.run_many` on local processes or a Dask cluster.
 Evaluation keys are stored per client under ``key_dir`` (a restart loses nothing) and kept
 in memory once loaded. The server never sees a private key.
@@ -23,9 +23,7 @@ from .._version import __version__
 from ..serialization import FORMAT_VERSION
 from .batch import ServerBundle, run_many
 from .fhe_model import CLIENT_FILE, FHEModelServer, read_client_file
-from .framing import MEDIA_TYPE as BATCH_MEDIA_TYPE
-from .framing import VERSION as FRAMING_VERSION
-from .framing import pack_batch, unpack_batch
+from .wire import BATCH_MAGIC, pack, unpack
 
 KEY_ID = re.compile(r"^[0-9a-f]{32}$")
 OCTETS = "application/octet-stream"
@@ -92,7 +90,7 @@ def create_app(
             "model": client_data["model"]["class"],
             "input_shape": client_data["input_shape"],
             "max_request_bytes": max_request_bytes,
-            "batch_framing_version": FRAMING_VERSION,
+            "batch_format": BATCH_MAGIC.decode("ascii"),
         }
 
     @app.get("/client.json")
@@ -128,7 +126,7 @@ def create_app(
         if not KEY_ID.match(key_id) or not path.exists():
             raise HTTPException(404, f"unknown key id {key_id!r}: upload evaluation keys to /keys first")
         try:
-            ciphertexts = unpack_batch(body)
+            ciphertexts = unpack(body, BATCH_MAGIC)
             backend = "processes" if dask_scheduler is None else "dask"
             results = await run_in_threadpool(
                 run_many, artifact, ciphertexts, str(path), key_id=key_id, backend=backend,
@@ -136,7 +134,7 @@ def create_app(
             )  # fmt: skip
         except ValueError as err:
             raise HTTPException(400, str(err)) from None
-        return Response(pack_batch(results), media_type=BATCH_MEDIA_TYPE)
+        return Response(pack(results, BATCH_MAGIC), media_type=OCTETS)
 
     return app
 
