@@ -23,8 +23,9 @@ class HTTPClient:
         Where the client file and (unless ``key_dir``) the private keys are kept.
     """
 
-    #: rows per ``/predict_batch`` request
+    #: rows, and bytes of ciphertexts, per ``/predict_batch`` request at most
     batch_size = 256
+    batch_bytes = 32 * 2**20
 
     def __init__(self, url: str, work_dir: str | Path, key_dir: str | Path | None = None, timeout: float = 600) -> None:
         import httpx
@@ -64,16 +65,25 @@ class HTTPClient:
 
     def run_encrypted_batch(self, encrypted: list[bytes]) -> list[bytes]:
         """Many serialized ciphertexts in, the server's encrypted results out, in order
-        (``POST /predict_batch``, ``batch_size`` rows per request)."""
+        (``POST /predict_batch``; at most ``batch_size`` rows and ``batch_bytes`` per request)."""
         if self.key_id is None:
             self.upload_keys()
         results: list[bytes] = []
-        for start in range(0, len(encrypted), self.batch_size):
-            body = pack(encrypted[start : start + self.batch_size], BATCH_MAGIC)
+        start = 0
+        while start < len(encrypted):
+            stop, size = start, 0
+            while stop < len(encrypted) and stop - start < self.batch_size:
+                size += len(encrypted[stop])
+                if stop > start and size > self.batch_bytes:
+                    break
+                stop += 1
+            body = pack(encrypted[start:stop], BATCH_MAGIC)
             response = self._check(self.http.post(f"/predict_batch/{self.key_id}", content=body))
-            results += unpack(response.content, BATCH_MAGIC)
-        if len(results) != len(encrypted):
-            raise RuntimeError(f"the server returned {len(results)} results for {len(encrypted)} rows")
+            answers = unpack(response.content, BATCH_MAGIC)
+            if len(answers) != stop - start:
+                raise RuntimeError(f"the server returned {len(answers)} results for {stop - start} rows")
+            results += answers
+            start = stop
         return results
 
     def run_encrypted(self, encrypted: bytes) -> bytes:
