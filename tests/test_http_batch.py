@@ -29,7 +29,7 @@ def test_predict_batch_100_rows(backend, scaled_cancer, tmp_path):
     server = _Server(deployment, tmp_path / "server_keys", *options)
     try:
         client = HTTPClient(server.url, tmp_path / "client")
-        client.batch_size = 40  # three requests, the last one split by size
+        client.batch_size = 40  # bounded by bytes below: seven requests of at most 15 rows
         client.batch_bytes = 15 * len(client.fhe.quantize_encrypt_serialize(rows[:1])[0])
         np.testing.assert_array_equal(client.predict(rows), model.predict_proba(rows, fhe="simulate"))
 
