@@ -36,9 +36,13 @@ def test_predict_batch_100_rows(backend, scaled_cancer, tmp_path):
         info = httpx.get(f"{server.url}/info").json()
         assert info["batch_format"] == BATCH_MAGIC.decode()
         encrypted = client.fhe.quantize_encrypt_serialize(rows[:2])
-        unknown = httpx.post(f"{server.url}/predict_batch/{'0' * 32}", content=pack(encrypted, BATCH_MAGIC))
+        unknown = httpx.post(
+            f"{server.url}/predict_batch/{'0' * 32}", content=pack(encrypted, BATCH_MAGIC), timeout=120
+        )
         assert unknown.status_code == 404 and "unknown key id" in unknown.json()["detail"]
-        bad_framing = httpx.post(f"{server.url}/predict_batch/{client.key_id}", content=b"".join(encrypted))
+        bad_framing = httpx.post(
+            f"{server.url}/predict_batch/{client.key_id}", content=b"".join(encrypted), timeout=120
+        )
         assert bad_framing.status_code == 400 and "malformed encrypted batch" in bad_framing.json()["detail"]
         garbage = httpx.post(
             f"{server.url}/predict_batch/{client.key_id}", content=pack([encrypted[0], b"x"], BATCH_MAGIC)
