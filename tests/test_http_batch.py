@@ -45,7 +45,7 @@ def test_predict_batch_100_rows(backend, scaled_cancer, tmp_path):
         )
         assert bad_framing.status_code == 400 and "malformed encrypted batch" in bad_framing.json()["detail"]
         garbage = httpx.post(
-            f"{server.url}/predict_batch/{client.key_id}", content=pack([encrypted[0], b"x"], BATCH_MAGIC)
+            f"{server.url}/predict_batch/{client.key_id}", content=pack([encrypted[0], b"x"], BATCH_MAGIC), timeout=120
         )
         assert garbage.status_code == 400 and "row 1: malformed ciphertext" in garbage.json()["detail"]
     finally:
