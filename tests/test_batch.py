@@ -139,6 +139,7 @@ def test_cluster_restart_mid_run_resubmits(linear):
         results = run_many(linear.artifact, many, linear.keys, backend="dask", scheduler=client, chunk_size=4)
         restarter.join()
         assert restarted.is_set()
+        client.wait_for_workers(2, timeout=60)
         # the restarted workers ran rows: the restart happened mid-run
         assert sum(_key_loads(client, fingerprint(linear.keys)).values()) >= 1
         assert len(results) == len(many)
