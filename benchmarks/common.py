@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,28 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
-def write_results(name: str, title: str, rows: list[dict], notes: str = "", extra: dict | None = None) -> str:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; returns the markdown table."""
-    RESULTS.mkdir(exist_ok=True)
+def write_results(
+    name: str,
+    title: str,
+    rows: list[dict],
+    notes: str = "",
+    extra: dict | None = None,
+    output: Path = RESULTS,
+    table: Callable[[list[dict]], str] = format_table,
+) -> str:
+    """Write ``<output>/<name>.json`` and ``<output>/<name>.md`` (default: ``results/``);
+    returns the markdown table (``table(rows)``)."""
+    output.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), **(extra or {}), "rows": rows}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    table = format_table(rows)
-    (RESULTS / f"{name}.md").write_text(f"# {title}\n\nMachine: {machine()}\n\n{notes}\n\n{table}\n")
+    (output / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    table = table(rows)
+    (output / f"{name}.md").write_text(f"# {title}\n\nMachine: {machine()}\n\n{notes}\n\n{table}\n")
     return table
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Every key of the rows as a column, in first-seen order."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

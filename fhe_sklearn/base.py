@@ -290,10 +290,10 @@ class FHEEstimatorMixin:
         """Clear-side step after de-quantization (link function, sigmoid/softmax...)."""
         return y
 
-    def _inference(self, X: Any, fhe: str, n_jobs: int | None) -> np.ndarray:
+    def _inference(self, X: Any, fhe: str, n_jobs: int | None, backend: str | None = None) -> np.ndarray:
         """De-quantized circuit output for ``X`` (before post-processing)."""
         x_q = self.quantize_input(X)
-        y_q = self.quantized_module_.quantized_forward(x_q, fhe=fhe, n_jobs=n_jobs)
+        y_q = self.quantized_module_.quantized_forward(x_q, fhe=fhe, n_jobs=n_jobs, backend=backend)
         return self.dequantize_output(y_q)
 
 
@@ -302,7 +302,7 @@ class FHERegressorMixin(FHEEstimatorMixin):
 
     _client_attributes: ClassVar[dict[str, type]] = {"single_target_": bool}
 
-    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1, backend: str | None = None) -> np.ndarray:
         """Predict targets; ``fhe`` is ``"disable"``, ``"simulate"`` or ``"execute"``.
 
         Parameters
@@ -310,13 +310,17 @@ class FHERegressorMixin(FHEEstimatorMixin):
         X : array-like or DataFrame of shape (n_samples, n_features)
         fhe : {"disable", "simulate", "execute"}
         n_jobs : int, optional
-            Threads running encrypted rows in parallel (``"execute"`` only).
+            Workers running encrypted rows in parallel (``"execute"`` only).
+        backend : {"threads", "processes", "dask"}, optional
+            Where encrypted rows run (``"execute"`` only): threads of this process (default),
+            local processes, or the current ``distributed.Client``'s cluster; processes and
+            Dask workers load the evaluation keys once each.
 
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        return self.output_from_dequantized(self._inference(X, fhe, n_jobs))
+        return self.output_from_dequantized(self._inference(X, fhe, n_jobs, backend))
 
     def output_from_dequantized(self, y: np.ndarray) -> np.ndarray:
         """``predict``'s result from de-quantized circuit outputs (client side)."""
@@ -345,7 +349,9 @@ class FHEClassifierMixin(FHEEstimatorMixin):
         return hasattr(self._sklearn_class(**self._sklearn_params()), "predict_proba")
 
     @available_if(lambda self: self._float_model_has_proba())  # late-bound: subclasses override it
-    def predict_proba(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+    def predict_proba(
+        self, X: Any, fhe: str = "disable", n_jobs: int | None = 1, backend: str | None = None
+    ) -> np.ndarray:
         """Class probabilities: post-processing of the de-quantized scores, in the clear.
 
         Parameters
@@ -353,13 +359,17 @@ class FHEClassifierMixin(FHEEstimatorMixin):
         X : array-like or DataFrame of shape (n_samples, n_features)
         fhe : {"disable", "simulate", "execute"}
         n_jobs : int, optional
-            Threads running encrypted rows in parallel (``"execute"`` only).
+            Workers running encrypted rows in parallel (``"execute"`` only).
+        backend : {"threads", "processes", "dask"}, optional
+            Where encrypted rows run (``"execute"`` only): threads of this process (default),
+            local processes, or the current ``distributed.Client``'s cluster; processes and
+            Dask workers load the evaluation keys once each.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return self.post_processing(self._inference(X, fhe, n_jobs))
+        return self.post_processing(self._inference(X, fhe, n_jobs, backend))
 
     def _class_indices(self, scores: np.ndarray) -> np.ndarray:
         return np.argmax(self.post_processing(scores), axis=1)
@@ -375,9 +385,10 @@ class FHEClassifierMixin(FHEEstimatorMixin):
         """``predict``'s result from de-quantized circuit outputs (client side)."""
         return self.classes_[self._class_indices(scores)]
 
-    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
-        """Class labels, decided in the clear from the de-quantized circuit output."""
-        return self.labels_from_dequantized(self._inference(X, fhe, n_jobs))  # checks fitted first
+    def predict(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1, backend: str | None = None) -> np.ndarray:
+        """Class labels, decided in the clear from the de-quantized circuit output (same
+        parameters as ``predict_proba``)."""
+        return self.labels_from_dequantized(self._inference(X, fhe, n_jobs, backend))  # checks fitted first
 
 
 def _float_parameters(sklearn_class: type) -> list[inspect.Parameter]:

@@ -143,9 +143,11 @@ class _LinearRegressor(_LinearLowering, FHERegressorMixin, RegressorMixin, BaseE
 
 
 class _LinearClassifier(_LinearLowering, FHEClassifierMixin, ClassifierMixin, BaseEstimator):
-    def decision_function(self, X: Any, fhe: str = "disable", n_jobs: int | None = 1) -> np.ndarray:
+    def decision_function(
+        self, X: Any, fhe: str = "disable", n_jobs: int | None = 1, backend: str | None = None
+    ) -> np.ndarray:
         """Class scores of the quantized model (raveled for binary problems), as in sklearn."""
-        scores = self._inference(X, fhe, n_jobs)
+        scores = self._inference(X, fhe, n_jobs, backend)
         return scores.ravel() if scores.shape[1] == 1 else scores
 
     def _class_indices(self, scores: np.ndarray) -> np.ndarray:

@@ -243,6 +243,45 @@ class FHEModelServer:
             return pack([self._run_row(row, keys, index) for index, row in enumerate(rows)], BATCH_MAGIC)
         return self._run_row(encrypted_data, keys)
 
+    def run_many(
+        self,
+        ciphertexts: list[bytes],
+        evaluation_keys: bytes | str | Path,
+        *,
+        scheduler: Any = None,
+        backend: str | None = None,
+        n_jobs: int | None = None,
+        chunk_size: int | None = None,
+        key_id: str | None = None,
+        progress: bool | None = None,
+    ) -> list[bytes]:
+        """Many encrypted rows in, their encrypted results out, in input order.
+
+        Runs on local processes (all cores by default), threads, or a Dask cluster
+        (``scheduler``: a ``distributed.Client`` or an address; then ``backend`` defaults to
+        ``"dask"``). Each worker loads the server and the evaluation keys once; see
+        :func:`fhe_sklearn.deployment.batch.run_many` for the parameters.
+        """
+        from .batch import ServerBundle, run_many
+
+        if self._circuit is None:
+            raise RuntimeError("call load() first")
+        if backend is None:
+            backend = "processes" if scheduler is None else "dask"
+        if not hasattr(self, "_bundle"):
+            self._bundle = ServerBundle.from_deployment(self.path)
+        return run_many(
+            self._bundle,
+            ciphertexts,
+            evaluation_keys,
+            key_id=key_id,
+            backend=backend,
+            scheduler=scheduler,
+            n_jobs=n_jobs,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+
     def _run_row(self, row: Any, keys: Any, index: int | None = None) -> bytes:
         from concrete.compiler import TransportValue
 

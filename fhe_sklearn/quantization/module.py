@@ -289,16 +289,25 @@ class QuantizedModule:
         return x_q.astype(np.int64)
 
     def quantized_forward(
-        self, *x_q: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1, progress: bool | None = None
+        self,
+        *x_q: Any,
+        fhe: str | FheMode = "disable",
+        n_jobs: int | None = 1,
+        progress: bool | None = None,
+        backend: str | None = None,
     ) -> Any:
         """Run the integer graph on quantized rows (one array per input).
 
         ``"disable"`` is vectorized over the batch; ``"simulate"`` and ``"execute"`` run one
         row per circuit call (FHE does not batch), ``"execute"`` with real encryption,
-        parallel over rows with ``n_jobs`` threads. Returns one array per output (a tuple
-        for several outputs).
+        parallel over rows with ``n_jobs`` workers of ``backend``: ``"threads"`` (default),
+        ``"processes"`` or ``"dask"`` (the current ``distributed.Client``), see
+        :func:`fhe_sklearn.deployment.batch.run_many`. Returns one array per output (a
+        tuple for several outputs).
         """
         mode = validate_fhe_mode(fhe)
+        if backend not in (None, "threads", "processes", "dask"):
+            raise ValueError(f"backend must be 'threads', 'processes' or 'dask', got {backend!r}")
         self._check_calibrated()
         if len(x_q) != self.n_inputs:
             raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(x_q)}")
@@ -315,7 +324,12 @@ class QuantizedModule:
             outs = [self.fhe_circuit.simulate(*r) for r in rows]
         else:
             self.keygen()
-            outs = _map_rows(lambda r: self.fhe_circuit.encrypt_run_decrypt(*r), rows, n_jobs, progress)
+            if backend in (None, "threads"):
+                outs = _map_rows(lambda r: self.fhe_circuit.encrypt_run_decrypt(*r), rows, n_jobs, progress)
+            else:
+                from ..deployment.batch import execute_rows
+
+                outs = execute_rows(self.fhe_circuit, rows, backend, n_jobs, progress)
         return self._select(self._stack_rows(outs))
 
     def _stack_rows(self, outs: list[Any]) -> list[np.ndarray]:
@@ -401,6 +415,10 @@ class QuantizedModule:
             raise RuntimeError("keygen needs a compiled circuit: call compile(X) first")
         if "keygen" in self.timings and not force:
             return 0.0
+        if force:
+            from ..deployment.batch import forget_circuit
+
+            forget_circuit(self.fhe_circuit)
         start = time.perf_counter()
         self.fhe_circuit.keygen(force=force)
         self.timings["keygen"] = time.perf_counter() - start

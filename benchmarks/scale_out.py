@@ -1,0 +1,193 @@
+"""Scale-out benchmark: encrypted rows per second of XGBClassifier(20 × depth 3) on
+breast_cancer (standardized, test_size=0.2, random_state=0) through
+``predict_proba(X, fhe="execute", backend=..., n_jobs=...)``.
+
+Compares a plain loop of ``circuit.encrypt_run_decrypt`` (the baseline), threads, local
+processes and a Dask ``LocalCluster`` with 1 and 2 worker processes (one thread each), and
+a circuit compiled for several rows per call. ``speedup_vs_1_worker``: against the same
+backend with one worker, else against the local loop. Every run's decrypted outputs are checked
+against ``simulate``.
+
+    python -m benchmarks.scale_out            # writes benchmarks/results/scale_out.{json,md}
+    python -m benchmarks.scale_out --batch-size 0   # without the batched circuit
+    python -m benchmarks.scale_out --quick    # small tree, few rows: a smoke run (results/quick)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from concrete import fhe
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks import common
+from fhe_sklearn import DecisionTreeClassifier, XGBClassifier
+from fhe_sklearn.cli import exit_with_status
+from fhe_sklearn.deployment import batch
+from fhe_sklearn.quantization.module import DEFAULT_GLOBAL_P_ERROR
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _row(backend: str, workers: int, n_rows: int, seconds: float, correct: bool, **extra: Any) -> dict:
+    return {
+        "backend": backend,
+        "workers": workers,
+        "rows": n_rows,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(n_rows / seconds, 3),
+        "s_per_row": round(seconds / n_rows, 3),
+        "correct": correct,
+        **extra,
+    }
+
+
+def batched_circuit(model: Any, X_train: np.ndarray, rows: np.ndarray, batch_size: int) -> dict:
+    """Per-row latency of a circuit compiled for ``batch_size`` rows per call (concrete's
+    loop parallelism on), against the row-at-a-time circuit in the same process."""
+    module = model.quantized_module_
+    x_q = model.quantize_input(X_train)
+    qmin, qmax = module.input_quantizer.options.qmin, module.input_quantizer.options.qmax
+    samples = [x_q[i : i + batch_size] for i in range(0, len(x_q) - batch_size, max(1, len(x_q) // 50))]
+    samples += [np.full((batch_size, x_q.shape[1]), v, dtype=np.int64) for v in (qmin, qmax)]
+
+    def circuit(x: Any) -> Any:
+        return module._select(module._run([x], tracing=True))
+
+    config = fhe.Configuration(loop_parallelize=True)
+    compiled, compile_s = _timed(
+        lambda: fhe.Compiler(circuit, {"x": "encrypted"}).compile(
+            samples, configuration=config, global_p_error=DEFAULT_GLOBAL_P_ERROR
+        )
+    )
+    _, keygen_s = _timed(compiled.keygen)
+    rows_q = model.quantize_input(rows[: (len(rows) // batch_size) * batch_size])
+    outs, seconds = _timed(
+        lambda: [compiled.encrypt_run_decrypt(rows_q[i : i + batch_size]) for i in range(0, len(rows_q), batch_size)]
+    )
+    correct = np.array_equal(np.concatenate(outs), module.quantized_forward(rows_q))
+    return {
+        "batch_size": batch_size,
+        "rows": len(rows_q),
+        "s_per_row": round(seconds / len(rows_q), 3),
+        "compile_s": round(compile_s, 2),
+        "keygen_s": round(keygen_s, 2),
+        "pbs_per_call": compiled.programmable_bootstrap_count,
+        "correct": correct,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=40, help="encrypted rows per configuration")
+    parser.add_argument("--batch-size", type=int, default=4, help="rows per call of the batched circuit (0: skip)")
+    parser.add_argument("--baseline-rows", type=int, default=20, help="rows of the plain local loop")
+    parser.add_argument("--quick", action="store_true", help="small tree and few rows: a smoke run")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.rows < 2 or args.baseline_rows < 1:
+        parser.error("--rows must be at least 2 and --baseline-rows at least 1")
+    from distributed import Client, LocalCluster
+    from joblib.externals.loky import get_reusable_executor
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0)
+    if args.quick:
+        label, model = "DecisionTreeClassifier(max_depth=2, n_bits=3)", DecisionTreeClassifier(max_depth=2, n_bits=3)
+    else:
+        label, model = "XGBClassifier(n_estimators=20, max_depth=3)", XGBClassifier(n_estimators=20, max_depth=3)
+    model.fit(X_train, y_train)
+    model.compile(X_train)
+    rows = X_test[: args.rows]
+    expected = model.predict_proba(rows, fhe="simulate")
+    extra: dict[str, Any] = {"model": label, "dataset": "breast_cancer (standardized)", "rows": len(rows)}
+
+    if args.batch_size > 1:  # before the row-at-a-time keys exist: one key set in memory at a time
+        extra["batched_circuit"] = batched_circuit(model, X_train, rows, args.batch_size)
+        gc.collect()
+
+    circuit = model.fhe_circuit
+    _, extra["keygen_s"] = _timed(model.quantized_module_.keygen)
+    (_, keys, key_id), extra["serialize_keys_and_server_s"] = _timed(lambda: batch._circuit_parts(circuit))
+    extra["evaluation_keys_mb"] = round(len(keys) / 2**20, 1)
+    extra["pbs_count"] = circuit.programmable_bootstrap_count
+
+    x_q = model.quantize_input(rows[: args.baseline_rows])
+    outs, seconds = _timed(lambda: [circuit.encrypt_run_decrypt(x_q[i : i + 1]) for i in range(len(x_q))])
+    local = model.post_processing(model.dequantize_output(np.concatenate(outs)))
+    correct = bool(np.array_equal(local, expected[: len(x_q)]))
+    results = [_row("local loop (encrypt_run_decrypt)", 1, len(x_q), seconds, correct)]
+    baseline = seconds / len(x_q)
+
+    def measure(backend: str, workers: int, **kw: Any) -> dict:
+        # warm-up: every worker loads the server and the keys once (k rows, one per worker)
+        _, warm = _timed(lambda: model.predict_proba(rows[:workers], fhe="execute", backend=backend, n_jobs=workers))
+        proba, seconds = _timed(lambda: model.predict_proba(rows, fhe="execute", backend=backend, n_jobs=workers))
+        return _row(backend, workers, len(rows), seconds, bool(np.array_equal(proba, expected)), warm_up_s=warm, **kw)
+
+    results.append(measure("threads", 2))
+    results.append(measure("processes", 2))
+    get_reusable_executor(max_workers=2).shutdown(wait=True)  # frees the workers' keys
+    batch._keys.clear()  # the thread backend's keys, loaded in this process
+    for workers in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            from fhe_sklearn.deployment.dask_backend import scattered
+
+            _, scatter_s = _timed(lambda: scattered(client, "keys", key_id, keys))
+            results.append(measure("dask", workers, keys_scatter_s=round(scatter_s, 2)))
+            loads = client.run(batch.worker_cache_info)
+            results[-1]["key_loads_per_worker"] = sorted(info["keys"].get(key_id, 0) for info in loads.values())
+
+    columns = dict.fromkeys(k for r in results for k in r)
+    results = [{k: r.get(k) for k in columns} for r in results]
+    by = {(r["backend"], r["workers"]): r for r in results}
+    for r in results:
+        one = by.get((r["backend"], 1), by["local loop (encrypt_run_decrypt)", 1])
+        r["speedup_vs_1_worker"] = round(one["s_per_row"] / r["s_per_row"], 2)
+        r["overhead_vs_local_loop"] = f"{100 * (r['s_per_row'] / baseline - 1):+.1f}%"
+        r["warm_up_s"] = None if r["warm_up_s"] is None else round(r["warm_up_s"], 2)
+    extra["summary"] = {
+        "dask_speedup_2_workers": by["dask", 2]["speedup_vs_1_worker"],
+        "dask_1_worker_overhead_per_row": by["dask", 1]["overhead_vs_local_loop"],
+        "key_distribution_s_2_workers": by["dask", 2]["keys_scatter_s"],
+        "warm_up_s_2_workers": by["dask", 2]["warm_up_s"],
+    }
+    notes = (
+        f"{label}, {len(rows)} encrypted rows per configuration, PBS {extra['pbs_count']}, evaluation keys "
+        f"{extra['evaluation_keys_mb']} MB. Each configuration runs `predict_proba(X, fhe='execute', "
+        "backend=..., n_jobs=workers)` after a warm-up call on one row per worker (column warm_up_s: "
+        "each worker loads the server and the evaluation keys, once); `keys_scatter_s` is the one-time "
+        "copy of the keys to every Dask worker. `overhead_vs_local_loop` compares seconds per row with "
+        "a plain loop of `circuit.encrypt_run_decrypt` in one process. `correct`: decrypted outputs "
+        "equal `simulate` for every row.\n\n"
+        f"Summary: {extra['summary']}\n\nBatched circuit ({args.batch_size} rows per call): "
+        f"{extra.get('batched_circuit')}; row-at-a-time local loop: {round(baseline, 3)} s/row."
+    )
+    out = args.output or (common.RESULTS / "quick" if args.quick else common.RESULTS)
+    table = common.write_results(
+        "scale_out", "Scale-out: encrypted rows per second", results, notes, extra, out, common.markdown_table
+    )
+    print(table)
+    print(notes)
+    return {**extra, "rows": results}
+
+
+if __name__ == "__main__":
+    exit_with_status(main)
