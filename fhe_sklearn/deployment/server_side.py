@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,9 @@ class FHEModelServer:
         self.path = deployment_path(path, path_dir)
         self.verify_key = verify_key if verify_key is None else check_key(verify_key)
         self.key_cache = EvaluationKeyCache(key_cache_bytes)
+        # concrete's compiled server gave a wrong row now and then when two threads called it
+        # at once (tests/test_batch.py): calls are serialized; processes or Dask scale out
+        self._call_lock = threading.Lock()
         self.artifact: ServerArtifact | None = None
         self._circuit: Any = None
 
@@ -294,7 +298,8 @@ class FHEModelServer:
         except (RuntimeError, ValueError, TypeError):
             raise ValueError(f"malformed ciphertext{where} ({len(row)} bytes)") from None
         try:
-            results = self._circuit.call(arguments, keys)
+            with self._call_lock:
+                results = self._circuit.call(arguments, keys)
         except (RuntimeError, ValueError, TypeError) as err:
             raise ValueError(f"the ciphertext{where} does not fit this model: {_brief(err)}") from None
         if len(results) == 1:
