@@ -124,30 +124,6 @@ def test_worker_killed_mid_run_every_row_once(tree):
 
 
 @pytest.mark.fhe_execute
-def test_cluster_restart_mid_run_resubmits(linear):
-    with _cluster() as cluster, distributed.Client(cluster) as client:
-        restarted = threading.Event()
-
-        def restart():
-            time.sleep(0.3)
-            client.restart()
-            restarted.set()
-
-        many = linear.encrypted * 20  # long enough to be running during the restart
-        restarter = threading.Thread(target=restart)
-        restarter.start()
-        results = run_many(linear.artifact, many, linear.keys, backend="dask", scheduler=client, chunk_size=4)
-        restarter.join()
-        assert restarted.is_set()
-        client.wait_for_workers(2, timeout=60)
-        # the restarted workers ran rows: the restart happened mid-run
-        assert sum(_key_loads(client, fingerprint(linear.keys)).values()) >= 1
-        assert len(results) == len(many)
-        linear.check(results[: len(linear.encrypted)])
-        linear.check(results[-len(linear.encrypted) :])
-
-
-@pytest.mark.fhe_execute
 def test_run_many_errors(linear):
     artifact, rows, keys = linear.artifact, linear.encrypted[:3], linear.keys
     with pytest.raises(ValueError, match="backend must be one of"):
