@@ -145,3 +145,83 @@ def test_execute_equals_simulate_on_one_row(rng):
     executed = module.quantized_forward(x_q, fhe="execute")
     np.testing.assert_array_equal(executed, module.quantized_forward(x_q, fhe="simulate"))
     np.testing.assert_array_equal(executed, module.quantized_forward(x_q))
+
+
+def fake_quantize(bits, weights=False):
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+
+    if weights:  # symmetric, per output neuron
+        return FakeQuantize(
+            observer=MovingAveragePerChannelMinMaxObserver,
+            quant_min=-(2 ** (bits - 1)),
+            quant_max=2 ** (bits - 1) - 1,
+            dtype=torch.qint8,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
+        )
+    return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2**bits - 1, dtype=torch.quint8)
+
+
+class QATLinear(torch.nn.Linear):
+    """A Linear whose weights are fake-quantized while training."""
+
+    def __init__(self, n_in, n_out, bits):
+        super().__init__(n_in, n_out)
+        self.weight_quantizer = fake_quantize(bits, weights=True)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)
+
+
+def test_qat_mlp_on_digits_keeps_the_learned_grids(digits):
+    from fhe_sklearn.torch import compile_qat_model
+
+    X_train, X_test, y_train, y_test = digits
+    torch.manual_seed(0)
+    layers = [fake_quantize(4), QATLinear(64, 32, 4), torch.nn.ReLU(), fake_quantize(4), QATLinear(32, 10, 4)]
+    net = train(torch.nn.Sequential(*layers), X_train, y_train, epochs=200)
+    input_scale = float(layers[0].scale)
+    module = compile_qat_model(net, X_train, n_bits=8, rounding_threshold_bits=6)
+    # the learned 4-bit grids are the circuit's: input quantizer, ReLU output
+    assert module.input_quantizer.options.n_bits == 4
+    assert np.isclose(float(module.input_quantizer.scale), input_scale)
+    relu = next(op for op in module.ops if op.op_type == "Relu")
+    assert relu.output_quantizer.options.n_bits == 4 and np.isclose(relu.output_quantizer.scale, float(layers[3].scale))
+    assert float(layers[0].scale) == input_scale  # export froze the observers
+    check_fhe_model(module, X_test, y_test, float_accuracy(net, X_test, y_test))
+
+
+def test_qat_model_without_fake_quantization_is_refused(rng):
+    from fhe_sklearn.torch import compile_qat_model
+
+    with pytest.raises(ValueError, match="no torch.ao FakeQuantize"):
+        compile_qat_model(torch.nn.Linear(4, 2), rng.normal(size=(20, 4)))
+
+
+def test_quantize_dequantize_without_activation_becomes_a_lookup(rng):
+    """A Q/DQ pair right after a Gemm re-quantizes it onto the grid (onnx.helper graph)."""
+    w = rng.normal(size=(4, 3))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("QuantizeLinear", ["h", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        initializer=[
+            numpy_helper.from_array(w.astype(np.float32), "w"),
+            numpy_helper.from_array(np.array(0.05, dtype=np.float32), "s"),
+            numpy_helper.from_array(np.array(-3, dtype=np.int8), "z"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(100, 4))
+    module = compile_onnx_model(model, x, n_bits=8)
+    assert [op.op_type for op in module.ops] == ["Gemm", "TruncateToBits", "QuantizeDequantize"]
+    y = module.forward(x)
+    np.testing.assert_allclose(y / 0.05, np.rint(y / 0.05), atol=1e-4)  # on the grid
+    reference = (np.clip(np.rint(x @ w / 0.05) - 3, -128, 127) + 3) * 0.05
+    assert np.mean(np.abs(y - reference)) < 0.1 * np.ptp(reference)  # 6-bit rounding before the lookup

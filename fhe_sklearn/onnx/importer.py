@@ -5,6 +5,11 @@ Each ONNX node becomes registered quantized ops (:data:`ONNX_CONVERTERS`); nodes
 inputs are all constants are folded with ONNX's reference evaluator; BatchNormalization is
 folded into the Conv/Gemm before it; a final Softmax/LogSoftmax/ArgMax is left to the clear
 side. An unsupported op is refused at import, with its name and position.
+
+Quantization-aware models export QuantizeLinear → [Clip] → DequantizeLinear pairs: on a
+weight they are constant-folded (the weights become the fake-quantized ones); on encrypted
+data their grid becomes a quantizer — the input's, the output quantizer of the activation
+before them, or else a re-quantizing lookup (:class:`QuantizedQuantizeDequantize`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..quantization import GraphBuilder, QuantizedModule
+from ..quantization.ops import QuantizedUnivariateOp
 from ..quantization.post_training import input_quantizer
 from ..quantization.quantizers import (
     MAX_BIT_WIDTH,
@@ -47,6 +53,25 @@ def resolve_network_n_bits(n_bits: Any) -> dict[str, int]:
 
 
 @dataclass
+class _Grid:
+    """A QuantizeLinear on encrypted data, waiting for its DequantizeLinear."""
+
+    tensor: str
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+
+    def quantizer(self, node: Any) -> UniformQuantizer:
+        span = self.qmax - self.qmin + 1
+        n_bits = span.bit_length() - 1
+        if span != 2**n_bits or not 1 <= n_bits <= MAX_BIT_WIDTH:
+            raise ValueError(f"{_where(node)}: a quantization range [{self.qmin}, {self.qmax}] must span 2**n values")
+        # shifted to [0, 2**n - 1]: the same floats, unsigned integers
+        return UniformQuantizer(QuantizationOptions(n_bits), scale=self.scale, zero_point=self.zero_point - self.qmin)
+
+
+@dataclass
 class _Import:
     """State of one import: constants, encrypted values, the builder."""
 
@@ -60,6 +85,8 @@ class _Import:
     #: rank of each tensor (with the batch axis), from ONNX shape inference
     ranks: dict[str, int] = field(default_factory=dict)
     post_processing: str | None = None
+    #: QuantizeLinear outputs on encrypted data, by ONNX tensor name
+    grids: dict[str, _Grid] = field(default_factory=dict)
 
     def value(self, tensor: str, node: Any) -> str:
         if tensor not in self.values:
@@ -253,6 +280,59 @@ def _identity(ctx: _Import, node: Any, attrs: dict) -> str:
     return ctx.value(node.input[0], node)
 
 
+def _quantize_linear(ctx: _Import, node: Any, attrs: dict) -> None:
+    x, scale, *zero = node.input
+    scale = ctx.constant(scale, node, "the QuantizeLinear scale")
+    zero = ctx.constant(zero[0], node, "the zero point") if zero and zero[0] else np.zeros((), np.uint8)
+    if scale.size != 1 or zero.size != 1:
+        raise ValueError(f"{_where(node)}: per-axis quantization of encrypted data is not supported (per tensor only)")
+    if not np.issubdtype(zero.dtype, np.integer):
+        raise ValueError(f"{_where(node)}: the zero point must be an integer tensor, got {zero.dtype}")
+    ctx.value(x, node)
+    info = np.iinfo(zero.dtype)
+    ctx.grids[node.output[0]] = _Grid(x, float(scale.reshape(())), int(zero.reshape(())), int(info.min), int(info.max))
+
+
+def _clip(ctx: _Import, node: Any, attrs: dict) -> None:
+    grid = ctx.grids.get(node.input[0])
+    if grid is None:
+        raise ValueError(f"{_where(node)}: Clip is supported on quantized integers only (QuantizeLinear → Clip)")
+    bounds = [ctx.constant(t, node, "the Clip bounds") if t else None for t in (*node.input[1:3], "", "")[:2]]
+    low, high = (int(np.asarray(b).reshape(())) if b is not None else None for b in bounds)
+    ctx.grids[node.output[0]] = _Grid(
+        grid.tensor,
+        grid.scale,
+        grid.zero_point,
+        grid.qmin if low is None else max(grid.qmin, low),
+        grid.qmax if high is None else min(grid.qmax, high),
+    )
+
+
+def _dequantize_linear(ctx: _Import, node: Any, attrs: dict) -> str:
+    grid = ctx.grids.get(node.input[0])
+    if grid is None:
+        raise ValueError(f"{_where(node)}: DequantizeLinear must read a QuantizeLinear of the same tensor")
+    scale = ctx.constant(node.input[1], node, "the DequantizeLinear scale")
+    zero = ctx.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    if not np.allclose(scale, grid.scale) or int(np.asarray(zero).reshape(())) != grid.zero_point:
+        raise ValueError(f"{_where(node)}: scale and zero point differ from its QuantizeLinear's")
+    quantizer = grid.quantizer(node)
+    source = ctx.values[grid.tensor]
+    builder = ctx.builder
+    if source in builder._inputs and not any(source in op.inputs for op in builder._ops):
+        builder._inputs[source] = quantizer  # the model's input quantizer
+        return source
+    producer = next((op for op in builder._ops if op.name == source), None)
+    if (
+        isinstance(producer, QuantizedUnivariateOp)
+        and producer.fixed_output_quantizer is None
+        and ctx.consumers.get(grid.tensor) == 1
+    ):
+        producer.fixed_output_quantizer = quantizer  # the activation's output grid
+        return source
+    return ctx.add(node, "QuantizeDequantize", ctx.lookup_input(node, source), quantizer=quantizer)
+
+
 #: ONNX op type → converter(import state, node, attributes) → builder value name
 ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
     "Gemm": _gemm,
@@ -280,6 +360,9 @@ ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
     "GlobalAveragePool": _global_average_pool,
     "Identity": _identity,
     "Dropout": _identity,
+    "QuantizeLinear": _quantize_linear,
+    "Clip": _clip,
+    "DequantizeLinear": _dequantize_linear,
 }
 
 
@@ -320,7 +403,7 @@ def onnx_to_module(
     for info in [*graph.input, *graph.value_info, *graph.output]:
         if info.type.tensor_type.HasField("shape"):
             ctx.ranks[info.name] = len(info.type.tensor_type.shape.dim)
-    ctx.constants = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    ctx.constants = {t.name: _as_constant(numpy_helper.to_array(t)) for t in graph.initializer}
     data_inputs = [i for i in graph.input if i.name not in ctx.constants]
     arrays = calibration if isinstance(calibration, (tuple, list)) else (calibration,)
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
@@ -358,7 +441,14 @@ def _import_node(ctx: _Import, node: Any, outputs: set[str]) -> None:
             f"{_where(node)} is not supported in FHE; supported ops: {sorted(ONNX_CONVERTERS)} "
             f"(and {sorted(CLEAR_SIDE_OUTPUTS)} as the last op)"
         )
-    ctx.values[node.output[0]] = convert(ctx, node, _attributes(node))
+    value = convert(ctx, node, _attributes(node))
+    if value is not None:  # None: a QuantizeLinear waiting for its DequantizeLinear
+        ctx.values[node.output[0]] = value
+
+
+def _as_constant(array: np.ndarray) -> np.ndarray:
+    """Floats in float64; integers (shapes, zero points) keep their type."""
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.float64)
 
 
 def _requantize_outputs(ctx: _Import) -> None:

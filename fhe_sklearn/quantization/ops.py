@@ -154,6 +154,8 @@ class QuantizedUnivariateOp(QuantizedOp):
 
     is_univariate = True
     n_bits_role = "op_inputs"
+    #: a grid learned elsewhere (quantization-aware training): used instead of calibrating
+    fixed_output_quantizer: UniformQuantizer | None = None
 
     def __init__(self, name: str, n_bits: int = 8, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
@@ -166,9 +168,12 @@ class QuantizedUnivariateOp(QuantizedOp):
         return self._f(x)
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
-        options = QuantizationOptions(self.n_bits)
-        stats = MinMaxQuantizationStats().compute_quantization_stats(float_output)
-        self.output_quantizer = UniformQuantizer(options, stats)
+        if self.fixed_output_quantizer is not None:
+            self.output_quantizer = self.fixed_output_quantizer
+        else:
+            options = QuantizationOptions(self.n_bits)
+            stats = MinMaxQuantizationStats().compute_quantization_stats(float_output)
+            self.output_quantizer = UniformQuantizer(options, stats)
         return self._spec_from_table(self.output_quantizer.scale, self.output_quantizer.zero_point)
 
     def _spec_from_table(self, scale: Any, zero_point: Any) -> TensorSpec:
