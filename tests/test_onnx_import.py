@@ -120,8 +120,19 @@ def test_unsupported_op_is_refused_at_import_with_its_position(rng):
 
 def test_accumulator_over_16_bits_is_a_clear_error_naming_the_op(rng):
     model, *_ = handmade_graph("Relu", weight=np.ones((4, 3)))
-    with pytest.raises(ValueError, match=r"'first'.*cannot fit a 16-bit accumulator.*lower the n_bits"):
+    with pytest.raises(ValueError, match=r"'first'.*cannot fit a 16-bit accumulator.*lower the n_bits.*prune"):
         onnx_to_module(model, rng.normal(size=(20, 4)), n_bits={"op_inputs": 6, "model_inputs": 16})
+
+
+def test_every_op_reports_its_bit_width(rng):
+    model, *_ = handmade_graph("Relu")
+    module = onnx_to_module(model, rng.normal(size=(50, 4)), n_bits=5, rounding_threshold_bits=4)
+    widths = module.bit_widths()
+    assert list(widths) == ["x", *(op.name for op in module.ops)]
+    assert widths["x"] == 5 and widths["activation"] <= 6  # a 5-bit unsigned grid, maybe widened by the fusion
+    truncate = next(op for op in module.ops if op.op_type == "TruncateToBits")
+    # the lookup reads the accumulator's 4 high bits (the cleared low bits stay zeros)
+    assert widths[truncate.name] - truncate.lsbs <= 4 < widths["first"]
 
 
 def test_n_bits_dict_is_validated(rng):
@@ -194,7 +205,7 @@ def test_qat_mlp_on_digits_keeps_the_learned_grids(digits):
 def test_qat_model_without_fake_quantization_is_refused(rng):
     from fhe_sklearn.torch import compile_qat_model
 
-    with pytest.raises(ValueError, match="no torch.ao FakeQuantize"):
+    with pytest.raises(ValueError, match=r"no torch\.ao FakeQuantize"):
         compile_qat_model(torch.nn.Linear(4, 2), rng.normal(size=(20, 4)))
 
 

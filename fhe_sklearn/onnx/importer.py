@@ -174,7 +174,10 @@ def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -
         ctx.value(source, node),
         n_bits=ctx.bits["op_weights"],
         max_accumulator_bits=MAX_BIT_WIDTH,
-        overflow_hint="lower n_bits['op_weights'] or n_bits['op_inputs']",
+        overflow_hint=(
+            "lower n_bits (the inputs': 'model_inputs'/'op_inputs'; the weights': 'op_weights'), "
+            "or prune the layer (fewer inputs per neuron)"
+        ),
         **params,
     )
 

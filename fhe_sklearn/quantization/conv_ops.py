@@ -110,7 +110,8 @@ class QuantizedConv(QuantizedOp):
             if room <= 0:
                 raise ValueError(
                     f"Conv '{self.name}': {per_channel.shape[1]} products of {reach.bit_length() + 1}-bit inputs "
-                    f"cannot fit a {self.max_accumulator_bits}-bit accumulator: lower the n_bits of the inputs"
+                    f"cannot fit a {self.max_accumulator_bits}-bit accumulator: lower the n_bits of the inputs "
+                    f"({self.overflow_hint})"
                 )
             needed = np.abs(per_channel).sum(axis=1) * reach + np.abs(self.bias)
             w_scale = np.maximum(w_scale, needed / room)

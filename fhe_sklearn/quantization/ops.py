@@ -119,7 +119,7 @@ class QuantizedGemm(QuantizedOp):
             raise ValueError(
                 f"QuantizedGemm '{self.name}': {len(reach)} inputs of up to "
                 f"{int(reach.max()).bit_length() + 1} bits cannot fit a {self.max_accumulator_bits}-bit "
-                f"accumulator even with 1-bit weights: lower the n_bits of the inputs"
+                f"accumulator even with 1-bit weights: lower the n_bits of the inputs ({self.overflow_hint})"
             )
         needed = (np.abs(folded) * reach[:, None]).sum(axis=0)
         scale = np.maximum(scale, needed / room)
@@ -181,7 +181,10 @@ class QuantizedUnivariateOp(QuantizedOp):
         spec = self.input_specs[0]
         lo, hi = int(np.min(spec.lo)), int(np.max(spec.hi))
         if hi - lo >= 2**MAX_BIT_WIDTH:
-            raise ValueError(f"'{self.name}': table lookup input of {spec.bit_width} bits exceeds {MAX_BIT_WIDTH}")
+            raise ValueError(
+                f"'{self.name}': table lookup input of {spec.bit_width} bits exceeds {MAX_BIT_WIDTH}: "
+                "round the accumulator first (rounding_threshold_bits) or lower n_bits"
+            )
         grid = np.arange(lo, hi + 1, dtype=np.int64).reshape((-1,) + (1,) * spec.scale.ndim)
         table = self.univariate_fn(
             np.broadcast_to(grid, grid.shape[:1] + np.broadcast_shapes(spec.scale.shape, spec.zero_point.shape))
