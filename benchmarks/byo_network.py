@@ -32,7 +32,8 @@ def _train(net: torch.nn.Module, X: np.ndarray, y: np.ndarray, epochs: int = 150
     return net.eval()
 
 
-def _fake_quantize(bits: int, weights: bool = False) -> torch.nn.Module:
+def fake_quantize(bits: int, weights: bool = False) -> torch.nn.Module:
+    """torch.ao fake quantizer: unsigned per tensor, or symmetric per output neuron for weights."""
     from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
     if weights:
@@ -47,10 +48,12 @@ def _fake_quantize(bits: int, weights: bool = False) -> torch.nn.Module:
     return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2**bits - 1, dtype=torch.quint8)
 
 
-class _QATLinear(torch.nn.Linear):
+class QATLinear(torch.nn.Linear):
+    """A Linear whose weights are fake-quantized while training."""
+
     def __init__(self, n_in: int, n_out: int, bits: int) -> None:
         super().__init__(n_in, n_out)
-        self.weight_quantizer = _fake_quantize(bits, weights=True)
+        self.weight_quantizer = fake_quantize(bits, weights=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)
@@ -66,7 +69,7 @@ def _cases() -> dict[str, tuple]:
         torch.nn.Flatten(),
         torch.nn.Linear(36, 10),
     ]
-    qat = [_fake_quantize(4), _QATLinear(64, 32, 4), torch.nn.ReLU(), _fake_quantize(4), _QATLinear(32, 10, 4)]
+    qat = [fake_quantize(4), QATLinear(64, 32, 4), torch.nn.ReLU(), fake_quantize(4), QATLinear(32, 10, 4)]
     return {
         "MLP 64-32-10 (PTQ, n_bits=6)": (mlp, compile_torch_model, {"n_bits": 6}, 150),
         "CNN conv4-pool-fc (PTQ, n_bits=6)": (cnn, compile_torch_model, {"n_bits": 6}, 150),

@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from benchmarks.byo_network import QATLinear, fake_quantize
 from fhe_sklearn.onnx import compile_onnx_model, onnx_to_module
 from fhe_sklearn.torch import compile_torch_model
 
@@ -156,32 +157,6 @@ def test_execute_equals_simulate_on_one_row(rng):
     executed = module.quantized_forward(x_q, fhe="execute")
     np.testing.assert_array_equal(executed, module.quantized_forward(x_q, fhe="simulate"))
     np.testing.assert_array_equal(executed, module.quantized_forward(x_q))
-
-
-def fake_quantize(bits, weights=False):
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
-
-    if weights:  # symmetric, per output neuron
-        return FakeQuantize(
-            observer=MovingAveragePerChannelMinMaxObserver,
-            quant_min=-(2 ** (bits - 1)),
-            quant_max=2 ** (bits - 1) - 1,
-            dtype=torch.qint8,
-            qscheme=torch.per_channel_symmetric,
-            ch_axis=0,
-        )
-    return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2**bits - 1, dtype=torch.quint8)
-
-
-class QATLinear(torch.nn.Linear):
-    """A Linear whose weights are fake-quantized while training."""
-
-    def __init__(self, n_in, n_out, bits):
-        super().__init__(n_in, n_out)
-        self.weight_quantizer = fake_quantize(bits, weights=True)
-
-    def forward(self, x):
-        return torch.nn.functional.linear(x, self.weight_quantizer(self.weight), self.bias)
 
 
 def test_qat_mlp_on_digits_keeps_the_learned_grids(digits):
