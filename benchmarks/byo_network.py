@@ -21,7 +21,8 @@ from benchmarks.lean import circuit_figures, key_and_run_figures
 from fhe_sklearn.torch import compile_qat_model, compile_torch_model
 
 
-def _train(net: torch.nn.Module, X: np.ndarray, y: np.ndarray, epochs: int = 150) -> torch.nn.Module:
+def train(net: torch.nn.Module, X: np.ndarray, y: np.ndarray, epochs: int = 150) -> torch.nn.Module:
+    """Adam, full batch, cross-entropy, seed 0; returns ``net`` in eval mode."""
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     inputs, targets = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
@@ -81,7 +82,7 @@ def run_case(label: str, layers: list, compile_fn: Any, params: dict, epochs: in
     X_train, X_test, y_train, y_test = data
     if label.startswith("CNN"):  # images: (n, 1, 8, 8)
         X_train, X_test = X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8)
-    net = _train(torch.nn.Sequential(*layers), X_train, y_train, epochs)
+    net = train(torch.nn.Sequential(*layers), X_train, y_train, epochs)
     with torch.no_grad():
         float_acc = float(np.mean(net(torch.tensor(X_test, dtype=torch.float32)).argmax(1).numpy() == y_test))
     start = time.perf_counter()

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from benchmarks.byo_network import QATLinear, fake_quantize
+from benchmarks.byo_network import QATLinear, fake_quantize, train
 from fhe_sklearn.onnx import compile_onnx_model, onnx_to_module
 from fhe_sklearn.torch import compile_torch_model
 
@@ -16,19 +16,6 @@ from fhe_sklearn.torch import compile_torch_model
 def digits():
     X, y = load_digits(return_X_y=True)
     return train_test_split(X / 16.0, y, test_size=0.2, random_state=0)
-
-
-def train(net, X, y, epochs=150):
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    inputs, targets = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(inputs), targets).backward()
-        optimizer.step()
-    net.eval()
-    with torch.no_grad():
-        return net
 
 
 def float_accuracy(net, X, y):
