@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 # the walkthroughs the README links to, by name: a missing one fails its own case
-NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in ("linear_models", "tree_models", "client_server")]
+NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in ("linear_models", "tree_models", "client_server", "byo_network")]
 
 
 def test_every_notebook_is_tested():

@@ -1,5 +1,6 @@
 """Uniform quantization and the integer graph every estimator lowers to."""
 
+from . import activations, conv_ops, fake_quantize, rounding  # noqa: F401  (register their ops)
 from .base_op import QuantizedOp, TensorSpec
 from .graph import GraphBuilder
 from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup, QuantizedTruncate

@@ -238,6 +238,14 @@ class QuantizedModule:
         return [values[n] for n in self.output_names]
 
     # -- public API ------------------------------------------------------------------------------
+    def bit_widths(self) -> dict[str, int]:
+        """Integer bit-width of every input and op output (worst case over every input the
+        circuit accepts, not only the calibration data), by value name, in graph order."""
+        self._check_calibrated()
+        widths = {name: spec.bit_width for name, spec in zip(self.input_names, self.input_specs)}
+        widths.update((op.name, op.output_spec.bit_width) for op in self.ops)
+        return widths
+
     def _check_calibrated(self) -> None:
         if self.input_shapes is None:
             raise RuntimeError("this QuantizedModule is not calibrated: call calibrate(X) first")

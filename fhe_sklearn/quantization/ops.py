@@ -119,7 +119,7 @@ class QuantizedGemm(QuantizedOp):
             raise ValueError(
                 f"QuantizedGemm '{self.name}': {len(reach)} inputs of up to "
                 f"{int(reach.max()).bit_length() + 1} bits cannot fit a {self.max_accumulator_bits}-bit "
-                f"accumulator even with 1-bit weights: lower the n_bits of the inputs"
+                f"accumulator even with 1-bit weights: lower the n_bits of the inputs ({self.overflow_hint})"
             )
         needed = (np.abs(folded) * reach[:, None]).sum(axis=0)
         scale = np.maximum(scale, needed / room)
@@ -154,6 +154,8 @@ class QuantizedUnivariateOp(QuantizedOp):
 
     is_univariate = True
     n_bits_role = "op_inputs"
+    #: a grid learned elsewhere (quantization-aware training): used instead of calibrating
+    fixed_output_quantizer: UniformQuantizer | None = None
 
     def __init__(self, name: str, n_bits: int = 8, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
@@ -166,9 +168,12 @@ class QuantizedUnivariateOp(QuantizedOp):
         return self._f(x)
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
-        options = QuantizationOptions(self.n_bits)
-        stats = MinMaxQuantizationStats().compute_quantization_stats(float_output)
-        self.output_quantizer = UniformQuantizer(options, stats)
+        if self.fixed_output_quantizer is not None:
+            self.output_quantizer = self.fixed_output_quantizer
+        else:
+            options = QuantizationOptions(self.n_bits)
+            stats = MinMaxQuantizationStats().compute_quantization_stats(float_output)
+            self.output_quantizer = UniformQuantizer(options, stats)
         return self._spec_from_table(self.output_quantizer.scale, self.output_quantizer.zero_point)
 
     def _spec_from_table(self, scale: Any, zero_point: Any) -> TensorSpec:
@@ -176,7 +181,10 @@ class QuantizedUnivariateOp(QuantizedOp):
         spec = self.input_specs[0]
         lo, hi = int(np.min(spec.lo)), int(np.max(spec.hi))
         if hi - lo >= 2**MAX_BIT_WIDTH:
-            raise ValueError(f"'{self.name}': table lookup input of {spec.bit_width} bits exceeds {MAX_BIT_WIDTH}")
+            raise ValueError(
+                f"'{self.name}': table lookup input of {spec.bit_width} bits exceeds {MAX_BIT_WIDTH}: "
+                "round the accumulator first (rounding_threshold_bits) or lower n_bits"
+            )
         grid = np.arange(lo, hi + 1, dtype=np.int64).reshape((-1,) + (1,) * spec.scale.ndim)
         table = self.univariate_fn(
             np.broadcast_to(grid, grid.shape[:1] + np.broadcast_shapes(spec.scale.shape, spec.zero_point.shape))

@@ -1,0 +1,470 @@
+"""ONNX graph → QuantizedModule, through the same GraphBuilder and op registry as the
+estimators (post-training quantization).
+
+Each ONNX node becomes registered quantized ops (:data:`ONNX_CONVERTERS`); nodes whose
+inputs are all constants are folded with ONNX's reference evaluator; BatchNormalization is
+folded into the Conv/Gemm before it; a final Softmax/LogSoftmax/ArgMax is left to the clear
+side. An unsupported op is refused at import, with its name and position.
+
+Quantization-aware models export QuantizeLinear → [Clip] → DequantizeLinear pairs: on a
+weight they are constant-folded (the weights become the fake-quantized ones); on encrypted
+data their grid becomes a quantizer — the input's, the output quantizer of the activation
+before them, or else a re-quantizing lookup (:class:`QuantizedQuantizeDequantize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..quantization import GraphBuilder, QuantizedModule
+from ..quantization.ops import QuantizedUnivariateOp
+from ..quantization.post_training import input_quantizer
+from ..quantization.quantizers import (
+    MAX_BIT_WIDTH,
+    MinMaxQuantizationStats,
+    QuantizationOptions,
+    UniformQuantizer,
+    check_n_bits,
+)
+
+#: keys of the ``n_bits`` dict form
+N_BITS_KEYS = ("model_inputs", "op_inputs", "op_weights", "model_outputs")
+#: ops that are dropped at the end of a graph: their work happens on the client
+CLEAR_SIDE_OUTPUTS = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "ArgMax": "argmax"}
+
+
+def resolve_network_n_bits(n_bits: Any) -> dict[str, int]:
+    """``n_bits`` as an int, or a dict with keys among :data:`N_BITS_KEYS` (``op_inputs``
+    required; the model's inputs and outputs default to it, weights too)."""
+    if isinstance(n_bits, Mapping):
+        unknown = set(n_bits) - set(N_BITS_KEYS)
+        if unknown or "op_inputs" not in n_bits:
+            raise ValueError(
+                f"n_bits dict takes the keys {list(N_BITS_KEYS)} with 'op_inputs' required; got {sorted(n_bits)}"
+            )
+        base = check_n_bits(n_bits["op_inputs"], "n_bits['op_inputs']")
+        return {k: check_n_bits(n_bits.get(k, base), f"n_bits[{k!r}]") for k in N_BITS_KEYS}
+    value = check_n_bits(n_bits)
+    return dict.fromkeys(N_BITS_KEYS, value)
+
+
+@dataclass
+class _Grid:
+    """A QuantizeLinear on encrypted data, waiting for its DequantizeLinear."""
+
+    tensor: str
+    scale: float
+    zero_point: int
+    qmin: int
+    qmax: int
+
+    def quantizer(self, node: Any) -> UniformQuantizer:
+        span = self.qmax - self.qmin + 1
+        n_bits = span.bit_length() - 1
+        if span != 2**n_bits or not 1 <= n_bits <= MAX_BIT_WIDTH:
+            raise ValueError(f"{_where(node)}: a quantization range [{self.qmin}, {self.qmax}] must span 2**n values")
+        # shifted to [0, 2**n - 1]: the same floats, unsigned integers
+        return UniformQuantizer(QuantizationOptions(n_bits), scale=self.scale, zero_point=self.zero_point - self.qmin)
+
+
+@dataclass
+class _Import:
+    """State of one import: constants, encrypted values, the builder."""
+
+    bits: dict[str, int]
+    rounding_threshold_bits: int | None
+    builder: GraphBuilder = field(default_factory=GraphBuilder)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ONNX tensor name → builder value name (encrypted tensors)
+    values: dict[str, str] = field(default_factory=dict)
+    consumers: dict[str, int] = field(default_factory=dict)
+    #: rank of each tensor (with the batch axis), from ONNX shape inference
+    ranks: dict[str, int] = field(default_factory=dict)
+    post_processing: str | None = None
+    #: QuantizeLinear outputs on encrypted data, by ONNX tensor name
+    grids: dict[str, _Grid] = field(default_factory=dict)
+
+    def value(self, tensor: str, node: Any) -> str:
+        if tensor not in self.values:
+            raise ValueError(f"{_where(node)}: input {tensor!r} is neither encrypted data nor a constant")
+        return self.values[tensor]
+
+    def constant(self, tensor: str, node: Any, what: str) -> np.ndarray:
+        if tensor not in self.constants:
+            raise ValueError(f"{_where(node)}: {what} must be a constant (an initializer), not computed data")
+        return self.constants[tensor]
+
+    def add(self, node: Any, op_type: str, *inputs: str, **params: Any) -> str:
+        name = self._fresh(node.name or f"{node.op_type.lower()}_{len(self.values)}")
+        return self.builder.add(op_type, *inputs, name=name, **params)
+
+    def lookup_input(self, node: Any, source: str) -> str:
+        """The value a lookup reads: narrowed to ``rounding_threshold_bits`` first if set."""
+        if self.rounding_threshold_bits is None:
+            return source
+        name = self._fresh(f"{node.name or node.op_type.lower()}_round")
+        return self.builder.add("TruncateToBits", source, name=name, target_bits=self.rounding_threshold_bits)
+
+    def _fresh(self, name: str) -> str:
+        taken = {*self.builder._inputs, *(op.name for op in self.builder._ops)}
+        candidate, index = name, 1
+        while candidate in taken:
+            candidate, index = f"{name}_{index}", index + 1
+        return candidate
+
+
+def _where(node: Any) -> str:
+    return f"ONNX node {node.op_type!r} ({node.name!r})"
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+# -- converters: one per ONNX op type ---------------------------------------------------------------
+def _gemm(ctx: _Import, node: Any, attrs: dict) -> str:
+    a, b, *c = node.input
+    weight = ctx.constant(b, node, "the second Gemm input (weights)")
+    if attrs.get("transA", 0):
+        raise ValueError(f"{_where(node)}: transA=1 is not supported")
+    weight = weight.T if attrs.get("transB", 0) else weight
+    weight = weight * attrs.get("alpha", 1.0)
+    bias = ctx.constant(c[0], node, "the Gemm bias") * attrs.get("beta", 1.0) if c and c[0] else None
+    if bias is not None:
+        bias = np.broadcast_to(bias, weight.shape[1:]).astype(np.float64)
+    return _linear(ctx, node, "Gemm", a, weight=weight, bias=bias)
+
+
+def _matmul(ctx: _Import, node: Any, attrs: dict) -> str:
+    a, b = node.input
+    weight = ctx.constant(b, node, "the second MatMul input")
+    if weight.ndim != 2:
+        raise ValueError(f"{_where(node)}: only 2-D constant weights are supported, got shape {weight.shape}")
+    return _linear(ctx, node, "Gemm", a, weight=weight)
+
+
+def _conv(ctx: _Import, node: Any, attrs: dict) -> str:
+    x, w, *b = node.input
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise ValueError(f"{_where(node)}: auto_pad is not supported, export with explicit pads")
+    return _linear(
+        ctx,
+        node,
+        "Conv",
+        x,
+        weight=ctx.constant(w, node, "the Conv weights"),
+        bias=ctx.constant(b[0], node, "the Conv bias") if b and b[0] else None,
+        strides=attrs.get("strides"),
+        pads=attrs.get("pads"),
+        dilations=attrs.get("dilations"),
+        group=attrs.get("group", 1),
+    )
+
+
+def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -> str:
+    return ctx.add(
+        node,
+        op_type,
+        ctx.value(source, node),
+        n_bits=ctx.bits["op_weights"],
+        max_accumulator_bits=MAX_BIT_WIDTH,
+        overflow_hint=(
+            "lower n_bits (the inputs': 'model_inputs'/'op_inputs'; the weights': 'op_weights'), "
+            "or prune the layer (fewer inputs per neuron)"
+        ),
+        **params,
+    )
+
+
+def _batch_norm(ctx: _Import, node: Any, attrs: dict) -> str:
+    x, gamma, beta, mean, var = node.input[:5]
+    gamma, beta, mean, var = (ctx.constant(t, node, "BatchNormalization parameters") for t in (gamma, beta, mean, var))
+    factor = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
+    shift = beta - mean * factor
+    source = ctx.value(x, node)
+    producer = next((op for op in ctx.builder._ops if op.name == source), None)
+    if producer is not None and producer.op_type in ("Gemm", "Conv") and ctx.consumers.get(x) == 1:
+        # folded into the linear op before it: no extra rounding, no op
+        if producer.op_type == "Gemm":
+            producer.weight = producer.weight * factor
+        else:
+            producer.weight = producer.weight * factor.reshape((-1,) + (1,) * (producer.weight.ndim - 1))
+        producer.bias = producer.bias * factor + shift
+        return source
+    # per channel: axis 1 of the batch, so (C, 1, ...) over the sample's remaining axes
+    per_channel = (-1,) + (1,) * (ctx.ranks.get(x, 2) - 2)
+    scaled = ctx.add(node, "Mul", source, constant=factor.reshape(per_channel))
+    return ctx.add(node, "Add", scaled, constant=shift.reshape(per_channel))
+
+
+def _activation(op_type: str, **defaults: Any) -> Callable:
+    def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        params = {k: attrs.get(k, v) for k, v in defaults.items()}
+        source = ctx.lookup_input(node, ctx.value(node.input[0], node))
+        return ctx.add(node, op_type, source, n_bits=ctx.bits["op_inputs"], **params)
+
+    return convert
+
+
+def _add_sub(sign: float) -> Callable:
+    def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        a, b = node.input
+        if a in ctx.constants and b in ctx.values and sign > 0:
+            a, b = b, a
+        if b in ctx.constants:
+            return ctx.add(node, "Add", ctx.value(a, node), constant=sign * _sample(ctx.constants[b]))
+        if sign < 0 or a in ctx.constants:
+            raise ValueError(f"{_where(node)}: subtracting encrypted tensors is not supported")
+        return ctx.add(node, "Add", ctx.value(a, node), ctx.value(b, node))
+
+    return convert
+
+
+def _mul_div(divide: bool) -> Callable:
+    def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        a, b = node.input
+        if a in ctx.constants and not divide:
+            a, b = b, a
+        constant = _sample(ctx.constant(b, node, f"one {node.op_type} operand"))
+        return ctx.add(node, "Mul", ctx.value(a, node), constant=1.0 / constant if divide else constant)
+
+    return convert
+
+
+def _sample(constant: np.ndarray) -> np.ndarray:
+    """A broadcast constant as it applies to one sample (a leading batch axis of 1 dropped)."""
+    return constant[0] if constant.ndim >= 2 and constant.shape[0] == 1 else constant
+
+
+def _flatten(ctx: _Import, node: Any, attrs: dict) -> str:
+    if attrs.get("axis", 1) != 1:
+        raise ValueError(f"{_where(node)}: only Flatten(axis=1) is supported (the batch axis stays)")
+    return ctx.add(node, "Reshape", ctx.value(node.input[0], node), shape=(-1,))
+
+
+def _reshape(ctx: _Import, node: Any, attrs: dict) -> str:
+    shape = ctx.constant(node.input[1], node, "the Reshape shape")
+    if shape[0] not in (-1, 0, 1) and len(shape) > 1:
+        raise ValueError(f"{_where(node)}: the first axis is the batch axis; reshape to (-1, ...) or (0, ...)")
+    return ctx.add(node, "Reshape", ctx.value(node.input[0], node), shape=tuple(int(s) for s in shape[1:]) or (-1,))
+
+
+def _transpose(ctx: _Import, node: Any, attrs: dict) -> str:
+    return ctx.add(node, "Transpose", ctx.value(node.input[0], node), perm=attrs["perm"])
+
+
+def _pool(op_type: str) -> Callable:
+    def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        if attrs.get("ceil_mode", 0) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise ValueError(f"{_where(node)}: ceil_mode and auto_pad are not supported")
+        params = {"kernel_shape": attrs["kernel_shape"], "strides": attrs.get("strides")}
+        if op_type == "AveragePool":
+            if any(attrs.get("pads", [])) and not attrs.get("count_include_pad", 0):
+                raise ValueError(f"{_where(node)}: padded average pooling needs count_include_pad=1")
+            params["pads"] = attrs.get("pads")
+        elif any(attrs.get("pads", [])) or any(d != 1 for d in attrs.get("dilations", [])):
+            raise ValueError(f"{_where(node)}: MaxPool with padding or dilation is not supported")
+        return ctx.add(node, op_type, ctx.value(node.input[0], node), **params)
+
+    return convert
+
+
+def _global_average_pool(ctx: _Import, node: Any, attrs: dict) -> str:
+    raise ValueError(f"{_where(node)}: GlobalAveragePool needs the input's spatial size; use AvgPool2d(kernel)")
+
+
+def _identity(ctx: _Import, node: Any, attrs: dict) -> str:
+    return ctx.value(node.input[0], node)
+
+
+def _quantize_linear(ctx: _Import, node: Any, attrs: dict) -> None:
+    x, scale, *zero = node.input
+    scale = ctx.constant(scale, node, "the QuantizeLinear scale")
+    zero = ctx.constant(zero[0], node, "the zero point") if zero and zero[0] else np.zeros((), np.uint8)
+    if scale.size != 1 or zero.size != 1:
+        raise ValueError(f"{_where(node)}: per-axis quantization of encrypted data is not supported (per tensor only)")
+    if not np.issubdtype(zero.dtype, np.integer):
+        raise ValueError(f"{_where(node)}: the zero point must be an integer tensor, got {zero.dtype}")
+    ctx.value(x, node)
+    info = np.iinfo(zero.dtype)
+    ctx.grids[node.output[0]] = _Grid(x, float(scale.reshape(())), int(zero.reshape(())), int(info.min), int(info.max))
+
+
+def _clip(ctx: _Import, node: Any, attrs: dict) -> None:
+    grid = ctx.grids.get(node.input[0])
+    if grid is None:
+        raise ValueError(f"{_where(node)}: Clip is supported on quantized integers only (QuantizeLinear → Clip)")
+    bounds = [ctx.constant(t, node, "the Clip bounds") if t else None for t in (*node.input[1:3], "", "")[:2]]
+    low, high = (int(np.asarray(b).reshape(())) if b is not None else None for b in bounds)
+    ctx.grids[node.output[0]] = _Grid(
+        grid.tensor,
+        grid.scale,
+        grid.zero_point,
+        grid.qmin if low is None else max(grid.qmin, low),
+        grid.qmax if high is None else min(grid.qmax, high),
+    )
+
+
+def _dequantize_linear(ctx: _Import, node: Any, attrs: dict) -> str:
+    grid = ctx.grids.get(node.input[0])
+    if grid is None:
+        raise ValueError(f"{_where(node)}: DequantizeLinear must read a QuantizeLinear of the same tensor")
+    scale = ctx.constant(node.input[1], node, "the DequantizeLinear scale")
+    zero = ctx.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    if not np.allclose(scale, grid.scale) or int(np.asarray(zero).reshape(())) != grid.zero_point:
+        raise ValueError(f"{_where(node)}: scale and zero point differ from its QuantizeLinear's")
+    quantizer = grid.quantizer(node)
+    source = ctx.values[grid.tensor]
+    builder = ctx.builder
+    if source in builder._inputs and not any(source in op.inputs for op in builder._ops):
+        builder._inputs[source] = quantizer  # the model's input quantizer
+        return source
+    producer = next((op for op in builder._ops if op.name == source), None)
+    if (
+        isinstance(producer, QuantizedUnivariateOp)
+        and producer.fixed_output_quantizer is None
+        and ctx.consumers.get(grid.tensor) == 1
+    ):
+        producer.fixed_output_quantizer = quantizer  # the activation's output grid
+        return source
+    return ctx.add(node, "QuantizeDequantize", ctx.lookup_input(node, source), quantizer=quantizer)
+
+
+#: ONNX op type → converter(import state, node, attributes) → builder value name
+ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Conv": _conv,
+    "BatchNormalization": _batch_norm,
+    "Relu": _activation("Relu"),
+    "Sigmoid": _activation("Sigmoid"),
+    "Tanh": _activation("Tanh"),
+    "Gelu": _activation("Gelu"),
+    "Softplus": _activation("Softplus"),
+    "Abs": _activation("Abs"),
+    "LeakyRelu": _activation("LeakyRelu", alpha=0.01),
+    "Elu": _activation("Elu", alpha=1.0),
+    "HardSigmoid": _activation("HardSigmoid", alpha=0.2, beta=0.5),
+    "Add": _add_sub(1.0),
+    "Sub": _add_sub(-1.0),
+    "Mul": _mul_div(divide=False),
+    "Div": _mul_div(divide=True),
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Transpose": _transpose,
+    "AveragePool": _pool("AveragePool"),
+    "MaxPool": _pool("MaxPool"),
+    "GlobalAveragePool": _global_average_pool,
+    "Identity": _identity,
+    "Dropout": _identity,
+    "QuantizeLinear": _quantize_linear,
+    "Clip": _clip,
+    "DequantizeLinear": _dequantize_linear,
+}
+
+
+def _fold_constant(node: Any, constants: dict[str, np.ndarray]) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    if node.op_type == "Constant":
+        from onnx import numpy_helper
+
+        attrs = {a.name: a for a in node.attribute}
+        constants[node.output[0]] = numpy_helper.to_array(attrs["value"].t)
+        return
+    evaluator = ReferenceEvaluator(node)
+    feeds = {name: constants[name] for name in node.input if name}
+    for name, value in zip(node.output, evaluator.run(None, feeds)):
+        constants[name] = np.asarray(value)
+
+
+def onnx_to_module(
+    onnx_model: Any, calibration: Any, n_bits: Any = 8, rounding_threshold_bits: int | None = 6
+) -> QuantizedModule:
+    """Import ``onnx_model`` and calibrate it on ``calibration`` (an array, or a tuple of
+    arrays for a graph of several inputs); see :func:`compile_onnx_model`."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx_model
+    if isinstance(onnx_model, str):
+        model = onnx.load(onnx_model)
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"expected an onnx.ModelProto, bytes or a path, got {type(onnx_model).__name__}")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ValueError(f"invalid ONNX model: {err}") from None
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    ctx = _Import(resolve_network_n_bits(n_bits), rounding_threshold_bits)
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        if info.type.tensor_type.HasField("shape"):
+            ctx.ranks[info.name] = len(info.type.tensor_type.shape.dim)
+    ctx.constants = {t.name: _as_constant(numpy_helper.to_array(t)) for t in graph.initializer}
+    data_inputs = [i for i in graph.input if i.name not in ctx.constants]
+    arrays = calibration if isinstance(calibration, (tuple, list)) else (calibration,)
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if len(arrays) != len(data_inputs):
+        raise ValueError(f"the graph has {len(data_inputs)} input(s), got {len(arrays)} calibration array(s)")
+    for spec, array in zip(data_inputs, arrays):
+        ctx.values[spec.name] = ctx.builder.input(_input_quantizer(array, ctx.bits["model_inputs"]), name=spec.name)
+    for node in graph.node:
+        for name in node.input:
+            ctx.consumers[name] = ctx.consumers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    for index, node in enumerate(graph.node):
+        try:
+            _import_node(ctx, node, outputs)
+        except ValueError as err:
+            raise ValueError(f"node #{index}: {err}") from None
+    ctx.builder.output(*[ctx.values[o.name] for o in graph.output])
+    _requantize_outputs(ctx)
+    module = ctx.builder.build(*arrays)
+    module.post_processing = ctx.post_processing
+    return module
+
+
+def _import_node(ctx: _Import, node: Any, outputs: set[str]) -> None:
+    if all(name in ctx.constants or not name for name in node.input):
+        _fold_constant(node, ctx.constants)
+        return
+    if node.op_type in CLEAR_SIDE_OUTPUTS and set(node.output) <= outputs:
+        ctx.post_processing = CLEAR_SIDE_OUTPUTS[node.op_type]
+        ctx.values[node.output[0]] = ctx.value(node.input[0], node)
+        return
+    convert = ONNX_CONVERTERS.get(node.op_type)
+    if convert is None:
+        raise ValueError(
+            f"{_where(node)} is not supported in FHE; supported ops: {sorted(ONNX_CONVERTERS)} "
+            f"(and {sorted(CLEAR_SIDE_OUTPUTS)} as the last op)"
+        )
+    value = convert(ctx, node, _attributes(node))
+    if value is not None:  # None: a QuantizeLinear waiting for its DequantizeLinear
+        ctx.values[node.output[0]] = value
+
+
+def _as_constant(array: np.ndarray) -> np.ndarray:
+    """Floats in float64; integers (shapes, zero points) keep their type."""
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.float64)
+
+
+def _requantize_outputs(ctx: _Import) -> None:
+    """An output produced by a lookup is quantized to ``model_outputs`` bits."""
+    for op in ctx.builder._ops:
+        if op.name in ctx.builder._outputs and getattr(op, "n_bits_role", None) == "op_inputs":
+            op.n_bits = ctx.bits["model_outputs"]
+
+
+def _input_quantizer(x: np.ndarray, n_bits: int) -> UniformQuantizer:
+    """Per feature for tabular (2-D) inputs; per tensor for images and sequences, whose
+    convolutions need one scale."""
+    if x.ndim == 2:
+        return input_quantizer(x, n_bits)
+    stats = MinMaxQuantizationStats(float(x.min()), float(x.max()))
+    return UniformQuantizer(QuantizationOptions(n_bits), stats)

@@ -1,0 +1,132 @@
+"""Compile a torch ``nn.Module`` to FHE: exported to ONNX by torch, then imported by
+:func:`fhe_sklearn.onnx.compile_onnx_model` (one import path).
+
+:func:`compile_qat_model` takes a network trained with ``torch.ao.quantization.FakeQuantize``
+modules: they export as QuantizeLinear → Clip → DequantizeLinear, whose learned grids become
+the circuit's quantizers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..onnx import compile_onnx_model
+from ..quantization import QuantizedModule
+
+#: ONNX opset of the export (Gelu is native from 20)
+OPSET = 20
+
+
+def export_onnx(model: Any, X_calib: Any) -> Any:
+    """``model`` as an ``onnx.ModelProto`` (torch's TorchScript-based exporter, eval mode)."""
+    import onnx
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"compile_torch_model takes a torch.nn.Module, got {type(model).__name__}")
+    arrays = X_calib if isinstance(X_calib, (tuple, list)) else (X_calib,)
+    sample = tuple(torch.as_tensor(np.asarray(a[:1], dtype=np.float32)) for a in arrays)
+    buffer = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notices
+            torch.onnx.export(model, sample, buffer, dynamo=False, opset_version=OPSET, do_constant_folding=True)
+    finally:
+        model.train(was_training)
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def compile_torch_model(model: Any, X_calib: Any, **kwargs: Any) -> QuantizedModule:
+    """Export ``model`` to ONNX and compile it; parameters as
+    :func:`~fhe_sklearn.onnx.compile_onnx_model` (``n_bits``, ``rounding_threshold_bits``,
+    ``p_error``, ``global_p_error``, ``configuration``, ``verbose``)."""
+    return compile_onnx_model(export_onnx(model, X_calib), X_calib, **kwargs)
+
+
+def compile_qat_model(model: Any, X_calib: Any, n_bits: Any = 8, **kwargs: Any) -> QuantizedModule:
+    """Compile a quantization-aware network with the scales it learned.
+
+    Every ``torch.ao.quantization.FakeQuantize`` of ``model`` (per tensor on activations and
+    inputs, per tensor or per channel on weights; any ``quant_min..quant_max`` range of
+    ``2**n`` values, e.g. 4 bits) is exported as QuantizeLinear → Clip → DequantizeLinear.
+    On the input it sets the input quantizer; after an activation, that activation's output
+    grid; on a weight, the weight is replaced by its fake-quantized values. Observers are
+    frozen during the export, so calibration does not move the learned scales.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained network.
+    X_calib : array-like
+        Representative inputs: they trace the circuit and calibrate the ops the training did
+        not quantize (e.g. accumulators).
+    n_bits : int or dict, default=8
+        For the values without a learned grid (the weights are re-quantized to
+        ``op_weights`` bits: keep it at least the training's weight bits).
+    **kwargs
+        As :func:`~fhe_sklearn.onnx.compile_onnx_model` (``rounding_threshold_bits``, ...).
+
+    Returns
+    -------
+    QuantizedModule
+    """
+    with _qdq_export(model):
+        onnx_model = export_onnx(model, X_calib)
+    return compile_onnx_model(onnx_model, X_calib, n_bits=n_bits, **kwargs)
+
+
+@contextlib.contextmanager
+def _qdq_export(model: Any) -> Iterator[None]:
+    """Freeze the observers and export any fake-quantization range (torch's own exporter
+    only takes 8-bit ranges) as QuantizeLinear → Clip → DequantizeLinear."""
+    import torch
+    from torch.ao.quantization import FakeQuantize
+    from torch.onnx import symbolic_helper
+
+    def qdq(g: Any, x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: int, axis: int | None) -> Any:
+        signed = quant_min < 0
+        if not (-128 <= quant_min and quant_max <= (127 if signed else 255)):
+            raise ValueError(f"fake quantization range [{quant_min}, {quant_max}] does not fit 8-bit integers")
+        itype = torch.onnx.TensorProtoDataType.INT8 if signed else torch.onnx.TensorProtoDataType.UINT8
+        zero_point = g.op("Cast", zero_point, to_i=itype)
+        scale = g.op("Cast", scale, to_i=torch.onnx.TensorProtoDataType.FLOAT)
+        extra = {} if axis is None else {"axis_i": axis}
+        q = g.op("QuantizeLinear", x, scale, zero_point, **extra)
+        low, high = (torch.tensor(v, dtype=torch.int8 if signed else torch.uint8) for v in (quant_min, quant_max))
+        q = g.op("Clip", q, g.op("Constant", value_t=low), g.op("Constant", value_t=high))
+        return g.op("DequantizeLinear", q, scale, zero_point, **extra)
+
+    @symbolic_helper.parse_args("v", "v", "v", "i", "i")
+    def per_tensor(g: Any, x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: int) -> Any:
+        return qdq(g, x, scale, zero_point, quant_min, quant_max, None)
+
+    @symbolic_helper.parse_args("v", "v", "v", "i", "i", "i")
+    def per_channel(g: Any, x: Any, scale: Any, zero_point: Any, axis: int, quant_min: int, quant_max: int) -> Any:
+        return qdq(g, x, scale, zero_point, quant_min, quant_max, axis)
+
+    quantizers = [m for m in model.modules() if isinstance(m, FakeQuantize)]
+    if not quantizers:
+        raise ValueError("compile_qat_model: the model has no torch.ao FakeQuantize module; use compile_torch_model")
+    observing = [m.observer_enabled.clone() for m in quantizers]
+    for m in quantizers:
+        m.disable_observer()
+    torch.onnx.register_custom_op_symbolic("aten::fake_quantize_per_tensor_affine", per_tensor, OPSET)
+    torch.onnx.register_custom_op_symbolic("aten::fake_quantize_per_channel_affine", per_channel, OPSET)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::fake_quantize_per_tensor_affine", OPSET)
+        torch.onnx.unregister_custom_op_symbolic("aten::fake_quantize_per_channel_affine", OPSET)
+        for m, state in zip(quantizers, observing):
+            m.observer_enabled.copy_(state)
+
+
+__all__ = ["compile_qat_model", "compile_torch_model", "export_onnx"]
