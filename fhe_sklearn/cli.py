@@ -169,7 +169,7 @@ def predict_command(args: argparse.Namespace) -> pd.DataFrame:
     from .deployment import FHEModelClient, FHEModelServer, HTTPClient
 
     X, _ = read_csv(args.data, args.target, require_target=False)
-    key_dir = Path(args.key_dir)
+    key_dir = Path(args.key_dir) if args.key_dir else default_key_dir()
     if args.server:
         api_key = Path(args.api_key_file).read_text().strip() if args.api_key_file else None
         remote = HTTPClient(args.server, work_dir=key_dir, api_key=api_key)
@@ -263,6 +263,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def default_key_dir() -> Path:
+    """Per-user key cache: private keys must not land in a working directory (or a repo)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fhe_sklearn" / "keys"
+
+
 def exit_with_status(entry_point: Callable[[], Any]) -> NoReturn:
     """Call ``entry_point`` and leave the process with its real exit status.
 
@@ -319,7 +325,12 @@ def main(argv: list[str] | None = None) -> Any:
     r.add_argument("data", help="CSV with the model's feature columns (other columns are ignored)")
     r.add_argument("--output", required=True, help="predictions CSV to write")
     r.add_argument("--target", default=None, help="a column to ignore (for data without feature names)")
-    r.add_argument("--key-dir", default="client_keys", help="where the private keys are kept")
+    r.add_argument(
+        "--key-dir",
+        default=None,
+        help="where the private keys are kept (default: a per-user cache directory, "
+        "$XDG_CACHE_HOME/fhe_sklearn/keys or ~/.cache/fhe_sklearn/keys, never the working directory)",
+    )
     r.add_argument("--server", default=None, help="URL of a `serve` server; default: run the server side here")
     r.add_argument("--api-key-file", default=None, help="the --server's API key for key uploads, if it has one")
     r.set_defaults(func=predict_command)

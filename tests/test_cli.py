@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,3 +89,12 @@ def test_compile_and_predict_errors(tmp_path):
     pd.DataFrame({"a": [np.nan], "b": [2.0], "c": [1.0]}).to_csv(tmp_path / "nan.csv", index=False)
     with pytest.raises(SystemExit, match="NaN"):
         main(["predict", str(tmp_path / "dep"), str(tmp_path / "nan.csv"), "--output", str(tmp_path / "p.csv")])
+
+
+def test_private_keys_default_to_a_per_user_cache_not_the_working_directory(monkeypatch, tmp_path):
+    from fhe_sklearn.cli import default_key_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_key_dir() == tmp_path / "cache" / "fhe_sklearn" / "keys"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_key_dir().is_relative_to(Path.home())
