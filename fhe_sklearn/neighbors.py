@@ -60,7 +60,7 @@ class QuantizedKSmallestMask(QuantizedOp):
     """1 at each position whose key is at most the ``k``-th smallest of its row, else 0.
 
     The selection is ``k`` bubble passes over the keys (``k * n - k(k+1)/2`` compare-exchanges,
-    each one PBS on a key difference: ``min = b + min(a - b, 0)``, ``max = a + b - min``), then
+    each one PBS on a key difference: ``min = b + min(a - b, 0)``, ``max = a - min(a - b, 0)``), then
     one comparison per position with the ``k``-th smallest. Keys are first rounded to ``n_bits``
     bits (None: exact), which makes every comparison a lookup of ``n_bits + 1`` bits.
 
@@ -111,13 +111,13 @@ class QuantizedKSmallestMask(QuantizedOp):
         for rank in range(self.k):  # pass ``rank`` moves the next smallest to position ``rank``
             for i in range(n - 1, rank, -1):
                 a, b = values[i - 1], values[i]
-                low = b + hint_range(
-                    self._min_zero(hint_range(a - b, *self.difference_range)), self.difference_range[0], 0
-                )
-                low = hint_range(low, *self.key_range)
+                # min(a, b) = b + min(a - b, 0), max(a, b) = a - min(a - b, 0): one lookup, and
+                # no intermediate sum outgrows the hinted widths
+                smaller = self._min_zero(hint_range(a - b, *self.difference_range))
+                smaller = hint_range(smaller, self.difference_range[0], 0)
                 if rank < self.k - 1:  # the last pass needs only the minimum
-                    values[i] = hint_range(a + b - low, *self.key_range)
-                values[i - 1] = low
+                    values[i] = hint_range(a - smaller, *self.key_range)
+                values[i - 1] = hint_range(b + smaller, *self.key_range)
         kth = values[self.k - 1]
         return self._at_most_zero(hint_range(keys - kth, *self.difference_range))
 
@@ -164,7 +164,7 @@ def lower_neighbors(
     over the selected neighbours (one-hot classes for a classifier)."""
     quantizer = common_scale_quantizer(X_train, n_bits_inputs)
     q_train = quantizer.quant(X_train) - quantizer.zero_point  # the training points on the query's grid
-    hint = "lower n_bits['op_inputs'] or use fewer training points or features"
+    hint = "lower n_bits['op_inputs'] or use fewer features (e.g. PCA)"
     builder = GraphBuilder()
     builder.input(quantizer)
     if p == 2:
