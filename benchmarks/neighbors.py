@@ -82,7 +82,7 @@ def main() -> None:
     rows = []
     for n in N_TRAIN:
         start = time.perf_counter()
-        rows.append(run(n))
+        rows.append(run(n, n_execute=int(os.environ.get("N_EXECUTE", "1"))))
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
     notes = (
         "k=5, n_bits default (3 input bits, keys rounded to 6 bits). PBS: the compiled circuit's count; "

@@ -47,14 +47,6 @@ GRID_QUANTILE = 0.05
 _METRICS = {"euclidean": 2, "l2": 2, "manhattan": 1, "l1": 1, "cityblock": 1}
 
 
-def _round(keys: Any, lsbs: int) -> Any:
-    """Round to a multiple of ``2**lsbs`` (to nearest, ties up, as concrete), then drop the
-    ``lsbs`` zero bits with a lookup on the rounded value (cheap: only its high bits count)."""
-    if lsbs == 0:
-        return keys
-    return fhe.univariate(lambda v: v >> lsbs)(fhe.round_bit_pattern(keys, lsbs))
-
-
 @register_op
 class QuantizedKSmallestMask(QuantizedOp):
     """1 at each position whose key is at most the ``k``-th smallest of its row, else 0.
@@ -90,44 +82,48 @@ class QuantizedKSmallestMask(QuantizedOp):
         if not 1 <= self.k <= n:
             raise ValueError(f"KSmallestMask '{self.name}': k={self.k} must be in [1, {n}] (the number of keys)")
         lo, hi = int(np.min(spec.lo)), int(np.max(spec.hi))
-        width = integer_bit_width(lo, hi)
+        # keys are offset to [0, hi - lo] first: rounding and lookups then see unsigned values
+        self.key_low = lo
+        width = integer_bit_width(0, hi - lo)
         self.lsbs = 0 if self.n_bits is None else max(0, width - self.n_bits)
         half = (1 << self.lsbs) >> 1
-        # exact range of the rounded, shifted keys, and of the differences compared
-        self.key_range = ((lo + half) >> self.lsbs, (hi + half) >> self.lsbs)
-        a, b = self.key_range
-        self.difference_range = (a - b, b - a)
-        if integer_bit_width(*self.difference_range) > MAX_BIT_WIDTH:
+        self.offset_range = (0, hi - lo + half)  # rounding may carry the top value up
+        # exact range of the rounded, shifted keys; comparisons see a - b + span in [0, 2 span]
+        self.span = (hi - lo + half) >> self.lsbs
+        if integer_bit_width(0, 2 * self.span) > MAX_BIT_WIDTH:
             raise ValueError(
-                f"KSmallestMask '{self.name}' compares {integer_bit_width(*self.difference_range)}-bit key "
+                f"KSmallestMask '{self.name}' compares {integer_bit_width(0, 2 * self.span)}-bit key "
                 f"differences, over the {MAX_BIT_WIDTH}-bit FHE limit: lower n_bits['op_distances']"
             )
         return TensorSpec(1.0, 0, np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64))
 
     def q_impl(self, keys: Any) -> Any:
-        keys = hint_range(_round(keys, self.lsbs), *self.key_range)
+        # every value of the selection is non-negative: concrete 2.10 simulated rounding and
+        # chains of lookups on signed values differently from numpy (measured); unsigned exactly
+        span = self.span
+        keys = hint_range(self._rounded(hint_range(keys - self.key_low, *self.offset_range)), 0, span)
         n = keys.shape[1]
         values = [keys[:, i : i + 1] for i in range(n)]
         for rank in range(self.k):  # pass ``rank`` moves the next smallest to position ``rank``
             for i in range(n - 1, rank, -1):
                 a, b = values[i - 1], values[i]
-                # min(a, b) = b + min(a - b, 0), max(a, b) = a - min(a - b, 0): one lookup, and
-                # no intermediate sum outgrows the hinted widths
-                smaller = self._min_zero(hint_range(a - b, *self.difference_range))
-                smaller = hint_range(smaller, self.difference_range[0], 0)
+                # min(a, b) = b + min(a - b, 0), max(a, b) = a - min(a - b, 0): one lookup on
+                # a - b + span (in [0, 2 span]), and no sum outgrows the hinted widths
+                shifted = hint_range(a - b + span, 0, 2 * span)
+                smaller = hint_range(fhe.univariate(lambda v, s=span: np.minimum(v - s, 0))(shifted), -span, 0)
                 if rank < self.k - 1:  # the last pass needs only the minimum
-                    values[i] = hint_range(a - smaller, *self.key_range)
-                values[i - 1] = hint_range(b + smaller, *self.key_range)
-        kth = values[self.k - 1]
-        return self._at_most_zero(hint_range(keys - kth, *self.difference_range))
+                    values[i] = hint_range(a - smaller, 0, span)
+                values[i - 1] = hint_range(b + smaller, 0, span)
+        shifted = hint_range(keys - values[self.k - 1] + span, 0, 2 * span)
+        return fhe.univariate(lambda v, s=span: (v <= s).astype(np.int64))(shifted)
 
-    @staticmethod
-    def _min_zero(d: Any) -> Any:
-        return fhe.univariate(lambda v: np.minimum(v, 0))(d)
-
-    @staticmethod
-    def _at_most_zero(d: Any) -> Any:
-        return fhe.univariate(lambda v: (v <= 0).astype(np.int64))(d)
+    def _rounded(self, keys: Any) -> Any:
+        """Round to a multiple of ``2**lsbs`` (to nearest, ties up, as concrete) and divide by
+        it with a lookup on the rounded value (cheap: only its high bits count)."""
+        if self.lsbs == 0:
+            return keys
+        rounded = fhe.round_bit_pattern(keys, self.lsbs)
+        return fhe.univariate(lambda v, b=self.lsbs: v >> b)(rounded)
 
 
 def _metric_p(model: BaseEstimator) -> int:
