@@ -66,7 +66,14 @@ class _BoostedRegressorMixin(_BoostedTrees):
     """``link_`` is ``"log"`` for Poisson/Gamma/Tweedie-style objectives, else ``"identity"``."""
 
     _client_attributes: ClassVar[dict[str, type]] = {"link_": str}
-    link_ = "identity"
+
+    def _link(self) -> str:
+        """The inverse link applied in the clear: ``"identity"`` or ``"log"``."""
+        return "identity"
+
+    def _set_fitted_attributes(self) -> None:
+        super()._set_fitted_attributes()
+        self.link_ = self._link()
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         margin = self._margin(y)

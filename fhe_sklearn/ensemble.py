@@ -149,12 +149,11 @@ class HistGradientBoostingRegressor(_HistGradientBoosting, _BoostedRegressorMixi
 
     _sklearn_class = sk_ensemble.HistGradientBoostingRegressor
 
-    def _set_fitted_attributes(self) -> None:
-        super()._set_fitted_attributes()
+    def _link(self) -> str:
         link = type(self.sklearn_model_._loss.link).__name__
-        self.link_ = {"IdentityLink": "identity", "LogLink": "log"}.get(link)
-        if self.link_ is None:
+        if link not in ("IdentityLink", "LogLink"):
             raise ValueError(f"HistGradientBoostingRegressor: a loss with a {link} is not supported in FHE")
+        return "log" if link == "LogLink" else "identity"
 
 
 __all__ = [

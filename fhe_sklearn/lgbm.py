@@ -133,9 +133,8 @@ class LGBMRegressor(_LGBMModel, _BoostedRegressorMixin, _TreeRegressor):
     _sklearn_class = lightgbm.LGBMRegressor
     _supported = frozenset(_IDENTITY | _LOG)
 
-    def _set_fitted_attributes(self) -> None:
-        super()._set_fitted_attributes()
-        self.link_ = "log" if _objective(self._dump()) in _LOG else "identity"
+    def _link(self) -> str:
+        return "log" if _objective(self._dump()) in _LOG else "identity"
 
 
 __all__ = ["LGBMClassifier", "LGBMRegressor"]

@@ -85,6 +85,9 @@ class XGBRegressor(_XGBModel, _BoostedRegressorMixin, _TreeRegressor):
 
     _sklearn_class = xgboost.XGBRegressor
 
+    def _link(self) -> str:
+        return "log" if self.objective in _EXP else "identity"
+
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         margin = self._margin(y)
         return np.exp(margin) if self.objective in _EXP else margin
