@@ -55,6 +55,7 @@ class _BoostedClassifierMixin(_BoostedTrees):
     """Binary models carry one margin column (sigmoid), multiclass one per class (softmax)."""
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
+        """Class probabilities from the summed leaf values plus the base margin."""
         margin = self._margin(y)
         if margin.shape[1] == 1:
             p = expit(margin[:, 0])
@@ -76,5 +77,6 @@ class _BoostedRegressorMixin(_BoostedTrees):
         self.link_ = self._link()
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
+        """Predictions from the summed leaf values plus the base margin, through the link."""
         margin = self._margin(y)
         return np.exp(margin) if self.link_ == "log" else margin
