@@ -148,7 +148,8 @@ def common_scale_quantizer(X: np.ndarray, n_bits: int) -> UniformQuantizer:
     """
     lo, hi = np.quantile(X, GRID_QUANTILE, axis=0), np.quantile(X, 1 - GRID_QUANTILE, axis=0)
     levels = 2**n_bits - 1
-    scale = max(float(np.max(hi - lo)), 1e-12) / levels
+    span = float(np.max(hi - lo))
+    scale = (span if span > 0 else 1.0) / levels  # constant features: any scale
     zero_point = np.rint(levels / 2 - (lo + hi) / (2 * scale)).astype(np.int64)
     return UniformQuantizer(QuantizationOptions(n_bits), scale=scale, zero_point=zero_point)
 
@@ -158,9 +159,11 @@ def lower_neighbors(
 ) -> QuantizedModule:
     """The module of a uniform-weight k-NN vote: ``labels`` (n_train, n_outputs) are summed
     over the selected neighbours (one-hot classes for a classifier)."""
+    if k > len(X_train):
+        raise ValueError(f"n_neighbors={k} needs at least as many training points (n_samples = {len(X_train)})")
     quantizer = common_scale_quantizer(X_train, n_bits_inputs)
     q_train = quantizer.quant(X_train) - quantizer.zero_point  # the training points on the query's grid
-    hint = "lower n_bits['op_inputs'] or use fewer features (e.g. PCA)"
+    hint = "standardize the features (StandardScaler), lower n_bits['op_inputs'] or use fewer features"
     builder = GraphBuilder()
     builder.input(quantizer)
     if p == 2:

@@ -63,7 +63,7 @@ def test_unsupported_configurations_are_refused_clearly(scaled_cancer):
         KNeighborsClassifier(p=3).fit(X_train, y_train)
     # 8-bit inputs on 30 features: the distance keys would need more than 16 bits
     with pytest.raises(
-        ValueError, match=r"'keys' needs a 22-bit integer.*over the 16-bit FHE limit: lower n_bits\['op_inputs'\]"
+        ValueError, match=r"'keys' needs a 22-bit integer.*over the 16-bit FHE limit: standardize the features"
     ):
         KNeighborsClassifier(n_bits=8).fit(X_train, y_train)
     with pytest.raises(ValueError, match=r"n_bits dict must have exactly the keys \['op_inputs', 'op_distances'\]"):
