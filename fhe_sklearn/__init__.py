@@ -7,6 +7,7 @@ does not pay for torch, skorch or xgboost.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from ._version import __version__
@@ -17,6 +18,13 @@ _LAZY = {
     "DecisionTreeRegressor": "tree",
     "RandomForestClassifier": "ensemble",
     "RandomForestRegressor": "ensemble",
+    "ExtraTreesClassifier": "ensemble",
+    "ExtraTreesRegressor": "ensemble",
+    "GradientBoostingClassifier": "ensemble",
+    "GradientBoostingRegressor": "ensemble",
+    "HistGradientBoostingClassifier": "ensemble",
+    "HistGradientBoostingRegressor": "ensemble",
+    "KNeighborsClassifier": "neighbors",
     "XGBClassifier": "xgb",
     "XGBRegressor": "xgb",
     "ElasticNet": "linear_model",
@@ -38,6 +46,10 @@ _LAZY = {
     "load": "serialization",
     "loads": "serialization",
 }
+
+# LightGBM is an optional extra (pip install 'fhe-sklearn[lightgbm]'): listed when installed
+if importlib.util.find_spec("lightgbm") is not None:
+    _LAZY.update(LGBMClassifier="lgbm", LGBMRegressor="lgbm")
 
 __all__ = [*_LAZY, "__version__"]
 

@@ -10,13 +10,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import xgboost
-from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 
+from ._boosting import _BoostedClassifierMixin, _BoostedRegressorMixin
 from ._tree_lowering import FlatTree
-from .quantization import QuantizedModule
 from .tree import _TreeClassifier, _TreeRegressor
 
 _IDENTITY = {"reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:squaredlogerror"}
@@ -44,13 +43,16 @@ def xgb_flat_trees(booster: xgboost.Booster, n_groups: int) -> list[FlatTree]:
 
 
 class _XGBModel:
-    """Shared by XGBClassifier and XGBRegressor: trees from the booster, base margin fitted."""
+    """Shared by XGBClassifier and XGBRegressor: trees from the booster's dump."""
 
     _client_attributes: ClassVar[dict[str, type]] = {"base_margin_": np.ndarray, "objective": str}
 
-    def _set_fitted_attributes(self) -> None:
-        super()._set_fitted_attributes()
-        self.n_averaged_ = 1
+    def _check_supported(self) -> None:
+        if self.objective not in _IDENTITY | _EXP | _CLASSIFICATION:
+            raise ValueError(f"{type(self).__name__}: objective {self.objective!r} is not supported in FHE")
+
+    def _raw_score(self, X: np.ndarray) -> np.ndarray:
+        return self.sklearn_model_.predict(X, output_margin=True)
 
     @classmethod
     def _float_flat_trees(cls, sklearn_model: Any) -> list[FlatTree]:
@@ -60,27 +62,8 @@ class _XGBModel:
     def _flat_trees(self) -> list[FlatTree]:
         return xgb_flat_trees(self.sklearn_model_.get_booster(), self._n_groups)
 
-    def _build_quantized_module(self, X: np.ndarray) -> QuantizedModule:
-        objective = self.objective
-        if objective not in _IDENTITY | _EXP | _CLASSIFICATION:
-            raise ValueError(f"{type(self).__name__}: objective {objective!r} is not supported in FHE")
-        margin = np.asarray(self.sklearn_model_.predict(X, output_margin=True), dtype=np.float64).reshape(len(X), -1)
-        # one output column per class (multiclass) or target (multi-output); trees take turns
-        self._n_groups = margin.shape[1]
-        trees = self._flat_trees()
-        module = self._lower(X, trees)
-        # the booster's base margin: what its margins add to the sum of the trees
-        gap = margin - sum(t.predict_float(X, self._n_groups) for t in trees)
-        self.base_margin_ = np.median(gap, axis=0)
-        if np.max(np.abs(gap - self.base_margin_)) > 1e-3 * (1 + np.abs(margin).max()):
-            raise ValueError(f"{type(self).__name__}: could not reproduce the booster's margins from its tree dump")
-        return module
 
-    def _margin(self, y: np.ndarray) -> np.ndarray:
-        return y + self.base_margin_
-
-
-class XGBClassifier(_XGBModel, _TreeClassifier):
+class XGBClassifier(_XGBModel, _BoostedClassifierMixin, _TreeClassifier):
     """XGBoost classifier predicting in FHE (``n_bits`` default 6; int, or
     ``{"op_inputs": a, "op_leaves": b}``). Labels may be any values (encoded internally)."""
 
@@ -100,18 +83,14 @@ class XGBClassifier(_XGBModel, _TreeClassifier):
         pred = self.sklearn_model_.predict(X)
         return self._label_encoder.inverse_transform(pred) if hasattr(self, "_label_encoder") else pred
 
-    def post_processing(self, y: np.ndarray) -> np.ndarray:
-        margin = self._margin(y)
-        if margin.shape[1] == 1:
-            p = expit(margin[:, 0])
-            return np.column_stack([1 - p, p])
-        return softmax(margin, axis=1)
 
-
-class XGBRegressor(_XGBModel, _TreeRegressor):
+class XGBRegressor(_XGBModel, _BoostedRegressorMixin, _TreeRegressor):
     """XGBoost regressor predicting in FHE (``n_bits`` default 6)."""
 
     _sklearn_class = xgboost.XGBRegressor
+
+    def _link(self) -> str:
+        return "log" if self.objective in _EXP else "identity"
 
     def post_processing(self, y: np.ndarray) -> np.ndarray:
         margin = self._margin(y)

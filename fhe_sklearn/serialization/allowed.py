@@ -10,15 +10,23 @@ from functools import cache
 @cache
 def estimators() -> dict[str, type]:
     """Public estimators by class name, from each family's ``__all__``."""
-    from .. import ensemble, glm, linear_model, neural_net, svm, tree, xgb
+    import importlib.util
 
-    families = (linear_model, glm, svm, tree, ensemble, xgb, neural_net)
-    return {name: getattr(module, name) for module in families for name in module.__all__}
+    from .. import ensemble, glm, linear_model, neighbors, neural_net, svm, tree, xgb
+
+    families = [linear_model, glm, svm, tree, ensemble, xgb, neural_net, neighbors]
+    if importlib.util.find_spec("lightgbm") is not None:  # an optional extra
+        from .. import lgbm
+
+        families.append(lgbm)
+    return {name: getattr(module, name) for module in families for name in module.__all__ if name[0].isupper()}
 
 
 def op_classes() -> dict[str, type]:
     """Quantized ops a saved integer graph may hold: the op registry, by ``op_type``."""
     from ..quantization.registry import OP_REGISTRY
+
+    estimators()  # importing every family registers its own ops (e.g. KSmallestMask)
 
     return dict(OP_REGISTRY)
 
