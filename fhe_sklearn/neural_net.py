@@ -209,6 +209,10 @@ class _NeuralNet(FHEEstimatorMixin):
     """
 
     _skorch_class: ClassVar[type[skorch.NeuralNet]]
+    _agreement_advice: ClassVar[str] = (
+        "Raise rounding_threshold_bits (or None: no accumulator truncation, bigger lookups), "
+        "train longer (max_epochs), or give it more bits (module__n_a_bits, module__n_w_bits)."
+    )
     _criterion: ClassVar[type[torch.nn.Module]]
     _client_attributes: ClassVar[dict[str, type]] = {"output_bias_": np.ndarray}
 

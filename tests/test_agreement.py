@@ -19,7 +19,7 @@ DEFAULTS = [
     (LogisticRegression, {}, "scaled_cancer"),
     (RandomForestClassifier, {"n_estimators": 10, "max_depth": 4, "random_state": 0}, "scaled_cancer"),
     (XGBClassifier, {"n_estimators": 10, "max_depth": 3}, "scaled_wine"),
-    (NeuralNetClassifier, {"max_epochs": 5, "random_state": 0}, "scaled_wine"),
+    (NeuralNetClassifier, {"max_epochs": 50, "random_state": 0}, "scaled_wine"),
     (LinearRegression, {}, "scaled_diabetes"),
     (DecisionTreeRegressor, {"max_depth": 5, "random_state": 0}, "scaled_diabetes"),
     (XGBRegressor, {"n_estimators": 20, "max_depth": 3}, "scaled_diabetes"),
@@ -46,6 +46,13 @@ def test_one_bit_model_below_the_majority_rate_warns(scaled_cancer):
     assert f"{model.quantization_agreement_:.1%}" in str(record[0].message)
     assert "standardize" in str(record[0].message)  # the fix, for a linear model
     assert record[0].filename == __file__  # points at the user's line
+
+
+def test_an_undertrained_network_warns_with_the_network_fixes(scaled_wine):
+    X_train, _, y_train, _ = scaled_wine
+    # 5 epochs leave near-ties that the accumulator truncation flips
+    with pytest.warns(QuantizationAgreementWarning, match="rounding_threshold_bits"):
+        NeuralNetClassifier(max_epochs=5, random_state=0).fit(X_train, y_train)
 
 
 def test_regressor_and_string_labels(scaled_diabetes, scaled_wine):

@@ -300,6 +300,7 @@ def split(ciphertexts: list[bytes], chunk_size: int | None, n_workers: int) -> l
 
 
 def progress_bar(total: int, progress: bool | None) -> Any:
+    """A tqdm bar of rows done (shown for more than a few rows unless ``progress`` says)."""
     from tqdm import tqdm
 
     show = total > 4 if progress is None else progress

@@ -79,6 +79,8 @@ def run_on_dask(
     chunk_size: int | None,
     progress: bool | None,
 ) -> list[bytes]:
+    """Score ``ciphertexts`` on a Dask cluster, in chunks, a few per worker in flight;
+    the results in input order (see :func:`~fhe_sklearn.deployment.batch.run_many`)."""
     client = get_client(scheduler)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     todo = deque(split(ciphertexts, chunk_size, n_workers))

@@ -14,6 +14,8 @@ from .registry import register_op
 
 @register_op
 class QuantizedTanh(QuantizedUnivariateOp):
+    """tanh as one lookup."""
+
     op_type = "Tanh"
 
     def _f(self, x: Any) -> Any:
@@ -32,6 +34,8 @@ class QuantizedGelu(QuantizedUnivariateOp):
 
 @register_op
 class QuantizedSoftplus(QuantizedUnivariateOp):
+    """``log(1 + exp(x))`` as one lookup."""
+
     op_type = "Softplus"
 
     def _f(self, x: Any) -> Any:
@@ -46,6 +50,8 @@ class _AlphaActivation(QuantizedUnivariateOp):
 
 @register_op
 class QuantizedLeakyRelu(_AlphaActivation):
+    """``x`` if ``x >= 0`` else ``alpha * x`` as one lookup."""
+
     op_type = "LeakyRelu"
 
     def _f(self, x: Any) -> Any:
@@ -54,6 +60,8 @@ class QuantizedLeakyRelu(_AlphaActivation):
 
 @register_op
 class QuantizedElu(_AlphaActivation):
+    """``x`` if ``x >= 0`` else ``alpha * (exp(x) - 1)`` as one lookup."""
+
     op_type = "Elu"
 
     def _f(self, x: Any) -> Any:
