@@ -183,8 +183,8 @@ def test_errors_are_clear(rng):
         module.quantized_forward(np.full((1, 3), 9))
     with pytest.raises(ValueError, match="must be integers"):
         module.quantized_forward(x[:1])
-    with pytest.raises(ValueError, match="unknown type 'conv'"):
-        PostTrainingQuantizer().quantize_module([{"type": "conv"}], x)
+    with pytest.raises(ValueError, match="unknown type 'lstm'"):
+        PostTrainingQuantizer().quantize_module([{"type": "lstm"}], x)
     with pytest.raises(ValueError, match="exactly the keys"):
         PostTrainingQuantizer(n_bits={"op_inputs": 4}).quantize_module([{"type": "relu"}], x)
     with pytest.raises(ValueError, match="reads"):

@@ -19,7 +19,11 @@ def estimators() -> dict[str, type]:
         from .. import lgbm
 
         families.append(lgbm)
-    return {name: getattr(module, name) for module in families for name in module.__all__ if name[0].isupper()}
+    from ..base import FHEEstimatorMixin
+
+    public = {name: getattr(module, name) for module in families for name in module.__all__}
+    # a family may also export its ops or helpers: only estimator classes may head a file
+    return {name: obj for name, obj in public.items() if isinstance(obj, type) and issubclass(obj, FHEEstimatorMixin)}
 
 
 def op_classes() -> dict[str, type]:
