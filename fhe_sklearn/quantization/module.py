@@ -172,10 +172,13 @@ class QuantizedModule:
         self.fhe_circuit = None
         return self._select([floats[n] for n in self.output_names])
 
-    def _as_inputs(self, x: tuple, what: str, dtype: Any = np.float64) -> list[np.ndarray]:
-        if len(x) != self.n_inputs:
-            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(x)}")
-        arrays = [np.asarray(v, dtype=dtype) if dtype is not None else np.asarray(v) for v in x]
+    def _check_n_inputs(self, values: tuple | list) -> None:
+        if len(values) != self.n_inputs:
+            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(values)}")
+
+    def _as_inputs(self, x: tuple, what: str) -> list[np.ndarray]:
+        self._check_n_inputs(x)
+        arrays = [np.asarray(v, dtype=np.float64) for v in x]
         for name, value in zip(self.input_names, arrays):
             if value.ndim < 2:
                 raise ValueError(f"{what} {name!r} must have a batch axis: shape (n_samples, ...), got {value.shape}")
@@ -264,9 +267,8 @@ class QuantizedModule:
     def quantize_input(self, *x: Any) -> Any:
         """Float rows → integers, in the clear on the client (a tuple for several inputs)."""
         self._check_calibrated()
+        self._check_n_inputs(x)
         xs = [np.asarray(v, dtype=np.float64) for v in x]
-        if len(xs) != self.n_inputs:
-            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(xs)}")
         out = []
         for index, (value, quantizer) in enumerate(zip(xs, self.input_quantizers)):
             self._check_shape(value, index, "input")
@@ -317,8 +319,7 @@ class QuantizedModule:
         if backend not in (None, "threads", "processes", "dask"):
             raise ValueError(f"backend must be 'threads', 'processes' or 'dask', got {backend!r}")
         self._check_calibrated()
-        if len(x_q) != self.n_inputs:
-            raise ValueError(f"this module takes {self.n_inputs} input(s) ({self.input_names}), got {len(x_q)}")
+        self._check_n_inputs(x_q)
         xs = [self._check_quantized_input(v, i) for i, v in enumerate(x_q)]
         n_rows = {len(v) for v in xs}
         if len(n_rows) != 1:
