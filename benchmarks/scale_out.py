@@ -2,11 +2,15 @@
 breast_cancer (standardized, test_size=0.2, random_state=0) through
 ``predict_proba(X, fhe="execute", backend=..., n_jobs=...)``.
 
-Compares a plain loop of ``circuit.encrypt_run_decrypt`` (the baseline), threads, local
-processes and a Dask ``LocalCluster`` with 1 and 2 worker processes (one thread each), and
-a circuit compiled for several rows per call. ``speedup_vs_1_worker``: against the same
-backend with one worker, else against the local loop. Every run's decrypted outputs are checked
-against ``simulate``.
+Concrete's runtime already spreads one row over the machine's cores (OpenMP loop
+parallelism), so two baselines are measured: a plain loop of ``circuit.encrypt_run_decrypt``
+with the default threads, and the same loop in a subprocess with ``OMP_NUM_THREADS=1`` (the
+thread budget of one Dask worker, which Dask's nanny sets). Then threads, local processes, a
+Dask ``LocalCluster`` with 1 and 2 single-threaded worker processes and 1 worker given every
+core, and a circuit compiled for several rows per call. ``speedup_vs_1_worker``: against the
+same backend with one worker of the same thread budget; ``overhead_vs_local_loop``: against the
+local loop with the same thread budget. Every run's decrypted outputs are checked against
+``simulate``.
 
     python -m benchmarks.scale_out            # writes benchmarks/results/scale_out.{json,md}
     python -m benchmarks.scale_out --batch-size 0   # without the batched circuit
@@ -17,6 +21,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,43 @@ def _row(backend: str, workers: int, n_rows: int, seconds: float, correct: bool,
         "correct": correct,
         **extra,
     }
+
+
+LOOP = "local loop (encrypt_run_decrypt)"
+
+
+def _case(quick: bool, n_rows: int) -> tuple[str, Any, np.ndarray, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0)
+    if quick:
+        label, model = "DecisionTreeClassifier(max_depth=2, n_bits=3)", DecisionTreeClassifier(max_depth=2, n_bits=3)
+    else:
+        label, model = "XGBClassifier(n_estimators=20, max_depth=3)", XGBClassifier(n_estimators=20, max_depth=3)
+    model.fit(X_train, y_train)
+    model.compile(X_train)
+    return label, model, X_train, X_test[:n_rows]
+
+
+def _local_loop(model: Any, rows: np.ndarray) -> dict:
+    """A plain ``encrypt_run_decrypt`` loop in this process, after a warm-up row."""
+    circuit = model.fhe_circuit
+    circuit.keygen()
+    x_q = model.quantize_input(rows)
+    circuit.encrypt_run_decrypt(x_q[:1])
+    outs, seconds = _timed(lambda: [circuit.encrypt_run_decrypt(x_q[i : i + 1]) for i in range(len(x_q))])
+    local = model.post_processing(model.dequantize_output(np.concatenate(outs)))
+    correct = bool(np.array_equal(local, model.predict_proba(rows, fhe="simulate")))
+    return {"n_rows": len(x_q), "seconds": seconds, "correct": correct}
+
+
+def _local_loop_subprocess(args: argparse.Namespace) -> dict:
+    """The same loop with one OpenMP thread: the thread budget of one Dask worker."""
+    cmd = [sys.executable, "-m", "benchmarks.scale_out", "--baseline-only", "--rows", str(args.rows)]
+    cmd += ["--baseline-rows", str(args.baseline_rows)] + (["--quick"] if args.quick else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def batched_circuit(model: Any, X_train: np.ndarray, rows: np.ndarray, batch_size: int) -> dict:
@@ -95,22 +140,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline-rows", type=int, default=20, help="rows of the plain local loop")
     parser.add_argument("--quick", action="store_true", help="small tree and few rows: a smoke run")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rows < 2 or args.baseline_rows < 1:
         parser.error("--rows must be at least 2 and --baseline-rows at least 1")
     from distributed import Client, LocalCluster
-    from joblib.externals.loky import get_reusable_executor
 
-    X, y = load_breast_cancer(return_X_y=True)
-    X = StandardScaler().fit_transform(X)
-    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0)
-    if args.quick:
-        label, model = "DecisionTreeClassifier(max_depth=2, n_bits=3)", DecisionTreeClassifier(max_depth=2, n_bits=3)
-    else:
-        label, model = "XGBClassifier(n_estimators=20, max_depth=3)", XGBClassifier(n_estimators=20, max_depth=3)
-    model.fit(X_train, y_train)
-    model.compile(X_train)
-    rows = X_test[: args.rows]
+    label, model, X_train, rows = _case(args.quick, args.rows)
+    if args.baseline_only:
+        print(json.dumps(_local_loop(model, rows[: args.baseline_rows])))
+        return {}
     expected = model.predict_proba(rows, fhe="simulate")
     extra: dict[str, Any] = {"model": label, "dataset": "breast_cancer (standardized)", "rows": len(rows)}
 
@@ -124,50 +163,65 @@ def main(argv: list[str] | None = None) -> dict:
     extra["evaluation_keys_mb"] = round(len(keys) / 2**20, 1)
     extra["pbs_count"] = circuit.programmable_bootstrap_count
 
-    x_q = model.quantize_input(rows[: args.baseline_rows])
-    outs, seconds = _timed(lambda: [circuit.encrypt_run_decrypt(x_q[i : i + 1]) for i in range(len(x_q))])
-    local = model.post_processing(model.dequantize_output(np.concatenate(outs)))
-    correct = bool(np.array_equal(local, expected[: len(x_q)]))
-    results = [_row("local loop (encrypt_run_decrypt)", 1, len(x_q), seconds, correct)]
-    baseline = seconds / len(x_q)
+    n_cpu = os.cpu_count() or 1
+    local = _local_loop(model, rows[: args.baseline_rows])
+    one_thread = _local_loop_subprocess(args)
+    results = [
+        _row(LOOP, 1, **local, threads=n_cpu),
+        _row(LOOP, 1, **one_thread, threads=1),
+    ]
 
-    def measure(backend: str, workers: int, **kw: Any) -> dict:
+    def measure(backend: str, workers: int, threads: int, **kw: Any) -> dict:
         # warm-up: every worker loads the server and the keys once (k rows, one per worker)
         _, warm = _timed(lambda: model.predict_proba(rows[:workers], fhe="execute", backend=backend, n_jobs=workers))
         proba, seconds = _timed(lambda: model.predict_proba(rows, fhe="execute", backend=backend, n_jobs=workers))
-        return _row(backend, workers, len(rows), seconds, bool(np.array_equal(proba, expected)), warm_up_s=warm, **kw)
+        correct = bool(np.array_equal(proba, expected))
+        return _row(backend, workers, len(rows), seconds, correct, threads=threads, warm_up_s=warm, **kw)
 
-    results.append(measure("threads", 2))
-    results.append(measure("processes", 2))
-    get_reusable_executor(max_workers=2).shutdown(wait=True)  # frees the workers' keys
+    results.append(measure("threads", 2, threads=n_cpu))
+    results.append(measure("processes", 2, threads=max(1, n_cpu // 2)))
+    batch.process_pool(2).shutdown(wait=True)  # frees the workers' keys
     batch._keys.clear()  # the thread backend's keys, loaded in this process
-    for workers in (1, 2):
+    # Dask's nanny gives each worker OMP_NUM_THREADS=1; the last cluster gives its one worker all cores
+    for workers, threads in ((1, 1), (2, 1), (1, n_cpu)):
         with (
             LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit=None
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                memory_limit=None,
+                env={"OMP_NUM_THREADS": str(threads)},
             ) as cluster,
             Client(cluster) as client,
         ):
             from fhe_sklearn.deployment.dask_backend import scattered
 
             _, scatter_s = _timed(lambda: scattered(client, "keys", key_id, keys))
-            results.append(measure("dask", workers, keys_scatter_s=round(scatter_s, 2)))
+            results.append(measure("dask", workers, threads=threads, keys_scatter_s=round(scatter_s, 2)))
             loads = client.run(batch.worker_cache_info)
             results[-1]["key_loads_per_worker"] = sorted(info["keys"].get(key_id, 0) for info in loads.values())
 
     columns = dict.fromkeys(k for r in results for k in r)
     results = [{k: r.get(k) for k in columns} for r in results]
-    by = {(r["backend"], r["workers"]): r for r in results}
+    loops = {r["threads"]: r for r in results if r["backend"] == LOOP}
+    by = {(r["backend"], r["workers"], r["threads"]): r for r in results}
     for r in results:
-        one = by.get((r["backend"], 1), by["local loop (encrypt_run_decrypt)", 1])
-        r["speedup_vs_1_worker"] = round(one["s_per_row"] / r["s_per_row"], 2)
-        r["overhead_vs_local_loop"] = f"{100 * (r['s_per_row'] / baseline - 1):+.1f}%"
+        one = by.get((r["backend"], 1, r["threads"]))
+        r["speedup_vs_1_worker"] = None if one is None else round(one["s_per_row"] / r["s_per_row"], 2)
+        # per-row overhead of the machinery: one worker against the loop with its thread budget
+        same = loops.get(r["threads"]) if r["workers"] == 1 else None
+        overhead = None if same is None else r["s_per_row"] / same["s_per_row"] - 1
+        r["overhead_vs_local_loop"] = None if overhead is None else f"{100 * overhead:+.1f}%"
+        r["rows_per_s_vs_local_loop_all_cores"] = round(loops[n_cpu]["s_per_row"] / r["s_per_row"], 2)
         r["warm_up_s"] = None if r["warm_up_s"] is None else round(r["warm_up_s"], 2)
     extra["summary"] = {
-        "dask_speedup_2_workers": by["dask", 2]["speedup_vs_1_worker"],
-        "dask_1_worker_overhead_per_row": by["dask", 1]["overhead_vs_local_loop"],
-        "key_distribution_s_2_workers": by["dask", 2]["keys_scatter_s"],
-        "warm_up_s_2_workers": by["dask", 2]["warm_up_s"],
+        "dask_speedup_2_workers_vs_1": by["dask", 2, 1]["speedup_vs_1_worker"],
+        "dask_2_workers_vs_local_loop_all_cores": round(loops[n_cpu]["s_per_row"] / by["dask", 2, 1]["s_per_row"], 2),
+        "dask_1_worker_overhead_per_row": by["dask", 1, 1]["overhead_vs_local_loop"],
+        "dask_1_worker_all_cores_overhead_per_row": by["dask", 1, n_cpu]["overhead_vs_local_loop"],
+        "key_distribution_s_2_workers": by["dask", 2, 1]["keys_scatter_s"],
+        "warm_up_s_2_workers": by["dask", 2, 1]["warm_up_s"],
     }
     notes = (
         f"{label}, {len(rows)} encrypted rows per configuration, PBS {extra['pbs_count']}, evaluation keys "
@@ -175,10 +229,11 @@ def main(argv: list[str] | None = None) -> dict:
         "backend=..., n_jobs=workers)` after a warm-up call on one row per worker (column warm_up_s: "
         "each worker loads the server and the evaluation keys, once); `keys_scatter_s` is the one-time "
         "copy of the keys to every Dask worker. `overhead_vs_local_loop` compares seconds per row with "
-        "a plain loop of `circuit.encrypt_run_decrypt` in one process. `correct`: decrypted outputs "
-        "equal `simulate` for every row.\n\n"
+        "a plain loop of `circuit.encrypt_run_decrypt` in one process with the same threads per "
+        "worker (`threads`: OpenMP threads per worker; concrete spreads one row over them). "
+        "`correct`: decrypted outputs equal `simulate` for every row.\n\n"
         f"Summary: {extra['summary']}\n\nBatched circuit ({args.batch_size} rows per call): "
-        f"{extra.get('batched_circuit')}; row-at-a-time local loop: {round(baseline, 3)} s/row."
+        f"{extra.get('batched_circuit')}; row-at-a-time local loop: {loops[n_cpu]['s_per_row']} s/row."
     )
     out = args.output or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     table = common.write_results(

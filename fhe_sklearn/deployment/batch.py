@@ -275,10 +275,17 @@ def run_many(
 
             with ThreadPoolExecutor(n_workers) as pool:
                 return _gather_local(pool, tasks, bar)
-        from joblib.externals.loky import get_reusable_executor
+        return _gather_local(process_pool(n_workers), tasks, bar)
 
-        # reused across calls, so worker processes keep their loaded keys
-        return _gather_local(get_reusable_executor(max_workers=n_workers), tasks, bar)
+
+def process_pool(n_workers: int) -> Any:
+    """The loky executor of ``backend="processes"``: reused across calls, so worker processes
+    keep their loaded keys. Concrete's runtime spreads one row over OpenMP threads, so each
+    worker gets its share of the cores instead of all of them (no oversubscription)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
+    return get_reusable_executor(max_workers=n_workers, env=env)
 
 
 def _n_workers(n_jobs: int | None) -> int:
