@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.rows < 2 or args.baseline_rows < 1:
         parser.error("--rows must be at least 2 and --baseline-rows at least 1")
+    import dask
     from distributed import Client, LocalCluster
 
     label, model, X_train, rows = _case(args.quick, args.rows)
@@ -184,14 +185,15 @@ def main(argv: list[str] | None = None) -> dict:
     batch._keys.clear()  # the thread backend's keys, loaded in this process
     # Dask's nanny gives each worker OMP_NUM_THREADS=1; the last cluster gives its one worker all cores
     for workers, threads in ((1, 1), (2, 1), (1, n_cpu)):
+        # the nanny's pre-spawn environment is what the worker's OpenMP runtime reads
         with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS": threads}),
             LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
                 memory_limit=None,
-                env={"OMP_NUM_THREADS": str(threads)},
             ) as cluster,
             Client(cluster) as client,
         ):
