@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from .base import FHEClassifierMixin
 from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
 from .quantization.base_op import QuantizedOp, TensorSpec, hint_range
+from .quantization.ops import _interval_matmul
 from .quantization.post_training import resolve_n_bits
 from .quantization.quantizers import MAX_BIT_WIDTH, check_n_bits, integer_bit_width
 from .quantization.registry import register_op
@@ -122,7 +123,10 @@ class QuantizedKSmallestMask(QuantizedOp):
         it with a lookup on the rounded value (cheap: only its high bits count)."""
         if self.lsbs == 0:
             return keys
-        rounded = fhe.round_bit_pattern(keys, self.lsbs)
+        # no overflow protection: offset_range already holds the carry, and with it concrete 2.10
+        # fed the division lookup a value one bit off (measured: every key doubled, so the
+        # circuit selected other neighbours than numpy)
+        rounded = fhe.round_bit_pattern(keys, self.lsbs, overflow_protection=False)
         return fhe.univariate(lambda v, b=self.lsbs: v >> b)(rounded)
 
 
@@ -169,6 +173,8 @@ def lower_neighbors(
     if p == 2:
         # keys = ||t||² - 2 u·t: the squared distance minus ||u||², the same for every point
         weight, bias = -2 * q_train.T, np.sum(q_train**2, axis=1)
+        options = quantizer.options  # the query on its grid, centred as q_train
+        input_range = (options.qmin - quantizer.zero_point, options.qmax - quantizer.zero_point)
     else:
         # |u - t| = #{v : min(u, t) <= v < max(u, t)} = Σ_v [u <= v] (2[t > v] - 1) + #{v : t <= v}
         n_features = X_train.shape[1]
@@ -179,6 +185,12 @@ def lower_neighbors(
         builder.add("LessOrEqual", name="thermometer", threshold=thresholds)
         above = (q_train[:, features] > levels.ravel()).astype(np.int64)  # [t > v], (n_train, n_bits)
         weight, bias = (2 * above - 1).T, np.sum(1 - above, axis=1)
+        input_range = (0, 1)  # thermometer bits
+    # shift every key by one constant (the ranking is unchanged) so that the smallest possible
+    # key is 0: the keys' width is then that of the distances' spread, not of their offset
+    # (features far from zero no longer overflow 16 bits)
+    lowest, _ = _interval_matmul(*input_range, weight)
+    bias = bias - int(np.min(lowest + bias))
     builder.add("IntegerMatMul", name="keys", weight=weight, bias=bias, overflow_hint=hint)
     builder.add("KSmallestMask", name="nearest", k=k, n_bits=n_bits_distances)
     builder.add("IntegerMatMul", name="votes", weight=labels.astype(np.int64))

@@ -63,7 +63,7 @@ def test_unsupported_configurations_are_refused_clearly(scaled_cancer):
         KNeighborsClassifier(p=3).fit(X_train, y_train)
     # 8-bit inputs on 30 features: the distance keys would need more than 16 bits
     with pytest.raises(
-        ValueError, match=r"'keys' needs a 22-bit integer.*over the 16-bit FHE limit: standardize the features"
+        ValueError, match=r"'keys' needs a 21-bit integer.*over the 16-bit FHE limit: standardize the features"
     ):
         KNeighborsClassifier(n_bits=8).fit(X_train, y_train)
     with pytest.raises(ValueError, match=r"n_bits dict must have exactly the keys \['op_inputs', 'op_distances'\]"):
@@ -84,6 +84,18 @@ def test_from_sklearn_model_pipeline_grid_search_and_dump(cancer):
 
     loaded = fhe_sklearn.loads(model.dumps())
     np.testing.assert_array_equal(loaded.predict(scaler.transform(X_test)), model.predict(scaler.transform(X_test)))
+
+
+def test_simulate_equals_disable_with_rounded_keys(scaled_cancer):
+    """Keys rounded by several bits: concrete's overflow-protected rounding once fed the
+    division lookup doubled keys (every test row here differed from numpy)."""
+    X_train, X_test, y_train, _ = scaled_cancer
+    model = KNeighborsClassifier(n_neighbors=3).fit(X_train[:60], y_train[:60])
+    assert model.quantized_module_.ops[-2].lsbs >= 4  # 11-bit keys rounded to 6 bits
+    model.compile(X_train[:60])
+    x_q = model.quantize_input(X_test[:20])
+    module = model.quantized_module_
+    np.testing.assert_array_equal(module.quantized_forward(x_q, fhe="simulate"), module.quantized_forward(x_q))
 
 
 @pytest.mark.fhe_execute
