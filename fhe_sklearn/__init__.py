@@ -25,6 +25,7 @@ _LAZY = {
     "HistGradientBoostingClassifier": "ensemble",
     "HistGradientBoostingRegressor": "ensemble",
     "KNeighborsClassifier": "neighbors",
+    "KNeighborsRegressor": "neighbors",
     "XGBClassifier": "xgb",
     "XGBRegressor": "xgb",
     "ElasticNet": "linear_model",

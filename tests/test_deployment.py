@@ -233,6 +233,8 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
     """The client-only model rebuilt from the spec post-processes as the full model."""
     from fhe_sklearn import (
         DecisionTreeRegressor,
+        KNeighborsClassifier,
+        KNeighborsRegressor,
         PoissonRegressor,
         RandomForestClassifier,
         SGDClassifier,
@@ -250,6 +252,9 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
         (PoissonRegressor(), X_r, y_r - y_r.min() + 1, Xt_r),
         (DecisionTreeRegressor(max_depth=2), X_r, y_r, Xt_r),
         (XGBRegressor(n_estimators=3, max_depth=2), X_r, y_r, Xt_r),
+        (KNeighborsClassifier(), X_c[:60], y_c[:60], Xt_c),
+        # two targets: the client divides each sum by the neighbour count, adds target_offset_
+        (KNeighborsRegressor(), X_r[:60], np.column_stack([y_r, -y_r])[:60], Xt_r),
     ]
     for model, X, y, X_test in cases:
         model.fit(X, y)

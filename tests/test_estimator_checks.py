@@ -1,9 +1,6 @@
 """scikit-learn's own API checks, run on every estimator.
 
 Skipped, with the reason:
-- KNeighborsClassifier / check_fit_idempotent, check_fit_check_is_fitted, check_n_features_in:
-  their data are far from zero, so the distance keys on the uncentred grid need over 16 bits:
-  refused with a clear error (standardize first).
 - HistGradientBoostingClassifier, LGBMClassifier / check_class_weight_classifiers: 100 boosted
   trees on that check's data need a 17-bit leaf sum: refused with a clear error.
 - Ridge / check_non_transformer_estimators_n_iter: direct solvers leave ``n_iter_`` at None;
@@ -24,12 +21,6 @@ EXPECTED_FAILURES = {
         "check_class_weight_classifiers": "17-bit leaf sum on that check's data (clear error, fewer trees)"
     },
     "Ridge": {"check_non_transformer_estimators_n_iter": "n_iter_ is None for direct solvers (sklearn exempts Ridge)"},
-    # these checks fit on data far from zero and narrow: the distance keys are computed on the
-    # uncentred grid and outgrow 16 bits; refused with a clear error naming StandardScaler
-    "KNeighborsClassifier": dict.fromkeys(
-        ["check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in"],
-        "uncentred features: distance keys over 16 bits (clear error; standardize first)",
-    ),
 }
 
 

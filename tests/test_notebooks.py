@@ -8,7 +8,8 @@ from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 # the walkthroughs the README links to, by name: a missing one fails its own case
-NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in ("linear_models", "tree_models", "client_server", "byo_network")]
+NAMES = ("linear_models", "tree_models", "more_estimators", "client_server", "byo_network")
+NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in NAMES]
 
 
 def test_every_notebook_is_tested():

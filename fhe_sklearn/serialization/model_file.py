@@ -186,6 +186,7 @@ _FITTED: dict[str, tuple[Callable[[Any, str], None], Decoder]] = {
     "output_bias_": (_finite, Decoder()),
     "y_mean_": (_finite, Decoder()),
     "y_scale_": (_positive_finite, Decoder()),
+    "target_offset_": (_finite, Decoder()),
 }
 
 
