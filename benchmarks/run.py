@@ -78,7 +78,8 @@ FULL_CASES: list[tuple[str, dict, str, int]] = [
     ("LGBMClassifier", {"n_estimators": 20, "max_depth": 3, "num_leaves": 8, "random_state": 0}, "breast_cancer", 1),
     ("LGBMRegressor", {"n_estimators": 20, "max_depth": 3, "num_leaves": 8, "random_state": 0}, "diabetes", 1),
     ("KNeighborsClassifier", {}, "wine", 1),
-    ("KNeighborsRegressor", {}, "diabetes", 1),  # 353 training points: the largest k-NN circuit here
+    # 353 training points: the largest k-NN circuit here (~15 min a query); latency vs n_train: neighbors.md
+    ("KNeighborsRegressor", {}, "diabetes", 0),
     ("NeuralNetClassifier", {"random_state": 0}, "breast_cancer", 1),
     ("NeuralNetClassifier", {"random_state": 0}, "wine", 1),
     ("NeuralNetClassifier", {"random_state": 0}, "make_classification", 1),
@@ -191,6 +192,16 @@ def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _dates_note(rows: list[dict]) -> str:
+    dates = sorted({r["run_date"] for r in rows if r.get("run_date")})
+    if len(dates) < 2:
+        return ""
+    return (
+        f" Rows come from runs on {', '.join(dates)} (`run_date` in benchmarks.json; "
+        "`--only` reruns some cases): compare times within one run."
+    )
+
+
 def markdown(rows: list[dict], sweep: list[dict], machine: dict, quick: bool) -> str:
     lines = [
         "# fhe_sklearn benchmarks" + (" (quick smoke run)" if quick else ""),
@@ -199,7 +210,7 @@ def markdown(rows: list[dict], sweep: list[dict], machine: dict, quick: bool) ->
         f"{machine['date']}. One run; times in seconds unless noted. Datasets standardized, "
         "test_size=0.2, random_state=0. FHE score: simulation of the compiled circuit on the whole "
         "test set; execute: real encryption, sequential, on the first rows (`exec == sim`: same "
-        "outputs). Peak memory: resident set of the case's own process (fit, compile, keys).",
+        "outputs). Peak memory: resident set of the case's own process (fit, compile, keys)." + _dates_note(rows),
         "",
         "| family | model | dataset | metric | float | FHE | PBS | max bits | complexity | compile | keygen "
         "| execute ms/row | exec == sim | eval. keys MB | peak MB |",
@@ -286,18 +297,53 @@ def plot(rows: list[dict], sweep: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def _merge_into(previous: Path, fresh: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The previous run's rows with ``fresh`` in place of the same (model, params, dataset),
+    new cases appended in suite order; the previous sweep."""
+    if not previous.exists():
+        return fresh, []
+    old = json.loads(previous.read_text())
+
+    def key(r: dict) -> str:
+        return json.dumps([r["model"], r["params"], r["dataset"]], sort_keys=True)
+
+    by_key = {key(r): r for r in old.get("rows", [])}
+    date = old.get("machine", {}).get("date")
+    for r in by_key.values():
+        r.setdefault("run_date", date)
+    by_key.update({key(r): r for r in fresh})
+    order = [key({"model": m, "params": p, "dataset": d}) for m, p, d, _ in FULL_CASES]
+    rank = {k: i for i, k in enumerate(order)}
+    rows = sorted(by_key.values(), key=lambda r: rank.get(key(r), len(order)))
+    return rows, old.get("bit_width_sweep", [])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small case per family, no plots of note")
     parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results (quick: results/quick)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated model names: rerun just their full-suite cases and merge them into the "
+        "existing results (the other rows and the sweep keep their earlier run)",
+    )
     args = parser.parse_args(argv)
     out = args.output or (RESULTS / "quick" if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     cases = QUICK_CASES if args.quick else FULL_CASES
+    if args.only:
+        if args.quick:
+            parser.error("--only reruns full-suite cases; drop --quick")
+        names = set(args.only.split(","))
+        unknown = names - {case[0] for case in FULL_CASES}
+        if unknown:
+            parser.error(f"--only: no full-suite case for {sorted(unknown)}")
+        cases = [case for case in FULL_CASES if case[0] in names]
+    date = time.strftime("%Y-%m-%d")
     rows = []
     for index, case in enumerate(cases, 1):
         print(f"[{index}/{len(cases)}] {case[0]} on {case[2]}...", flush=True)
-        rows.append(_in_fresh_process(run_case, *case))
+        rows.append({**_in_fresh_process(run_case, *case), "run_date": date})
         r = rows[-1]
         print(
             f"    {r['metric']} float {r['float_score']:.3f} FHE {r['simulate_score']:.3f}, {r['pbs_count']} PBS, "
@@ -305,10 +351,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     sweep = []
-    for name, values in (QUICK_SWEEP if args.quick else FULL_SWEEP).items():
-        print(f"bit-width sweep: {name} {values}...", flush=True)
-        sweep += _in_fresh_process(run_sweep, name, values)
-    machine_info = {**machine(), "date": time.strftime("%Y-%m-%d")}
+    if args.only:
+        rows, sweep = _merge_into(out / "benchmarks.json", rows)
+    else:
+        for name, values in (QUICK_SWEEP if args.quick else FULL_SWEEP).items():
+            print(f"bit-width sweep: {name} {values}...", flush=True)
+            sweep += _in_fresh_process(run_sweep, name, values)
+    machine_info = {**machine(), "date": date}
     payload = {"machine": machine_info, "quick": args.quick, "rows": rows, "bit_width_sweep": sweep}
     (out / "benchmarks.json").write_text(json.dumps(payload, indent=2))
     (out / "benchmarks.md").write_text(markdown(rows, sweep, machine_info, args.quick))
