@@ -226,6 +226,9 @@ def _serve(args: argparse.Namespace) -> None:
         key_cache=args.key_cache,
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
         docs=args.docs,
+        max_batch_bytes=int(args.max_batch_mb * MB),
+        max_batch_rows=args.max_batch_rows,
+        dask_scheduler=args.dask_scheduler,
     )
     try:
         serve(args.deployment_dir, args.host, args.port, args.key_dir, settings)
@@ -350,6 +353,11 @@ def main(argv: list[str] | None = None) -> Any:
     s.add_argument("--deserialize-timeout", type=_positive(float), default=10, help="seconds to deserialize an input")
     s.add_argument("--key-cache", type=_positive(int), default=2, help="key sets each worker keeps in memory")
     s.add_argument("--docs", action="store_true", help="serve /docs, /redoc and /openapi.json")
+    s.add_argument("--max-batch-mb", type=_positive(float), default=256, help="largest /predict_batch body")
+    s.add_argument("--max-batch-rows", type=_positive(int), default=1000, help="most rows per /predict_batch")
+    s.add_argument(
+        "--dask-scheduler", default=None, help="run batches on this Dask cluster (tcp://host:8786), not the local pool"
+    )
     s.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return args.func(args)

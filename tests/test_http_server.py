@@ -256,7 +256,8 @@ def test_docs_only_on_request(scaled_wine, tmp_path):
     on = create_app(deployment, tmp_path / "keys", ServerSettings(docs=True))
     assert (off.docs_url, off.redoc_url, off.openapi_url) == (None, None, None)  # 404s: tested above
     assert (on.docs_url, on.redoc_url, on.openapi_url) == ("/docs", "/redoc", "/openapi.json")
-    assert set(on.openapi()["paths"]) == {"/health", "/info", "/client.json", "/keys", "/predict/{key_id}"}
+    paths = {"/health", "/info", "/client.json", "/keys", "/predict/{key_id}", "/predict_batch/{key_id}"}
+    assert set(on.openapi()["paths"]) == paths
 
 
 def test_http_round_trip_of_a_compressed_tree(wine, tmp_path):

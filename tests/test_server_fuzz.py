@@ -15,7 +15,7 @@ from http_server_process import ServerProcess, ignore_sigpipe, linear_deployment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fhe_sklearn.deployment import HTTPClient
+from fhe_sklearn.deployment import HTTPClient, wire
 
 MB = 2**20
 API_KEY = "fuzz-api-key-" + "0" * 20
@@ -157,6 +157,7 @@ def test_fuzz_and_load(fuzz_server, scaled_wine, capsys):
         st.just(b"\x00" * (MB + 1)),
         st.binary(min_size=1, max_size=64).map(lambda b: b * 1000),
     )
+    frames = st.lists(st.sampled_from(valid) | body, max_size=4).map(lambda rows: wire.pack(rows, wire.BATCH_MAGIC))
     own = f"/predict/{client.key_id}"
     bearer = f"Bearer {client.token}"
     request = st.one_of(
@@ -165,6 +166,8 @@ def test_fuzz_and_load(fuzz_server, scaled_wine, capsys):
         st.tuples(st.just("POST"), key_id.map(lambda k: f"/predict/{k}"), auth, st.sampled_from(valid) | body),
         st.tuples(st.just("POST"), st.just("/keys"), auth, body),
         st.tuples(st.sampled_from(METHODS), path, auth, body),
+        # batches: frames of valid and malformed rows, and bodies that are no frame at all
+        st.tuples(st.just("POST"), st.just(f"/predict_batch/{client.key_id}"), st.just(bearer), body | frames),
     )
     http = httpx.Client(base_url=server.url, timeout=60)
 

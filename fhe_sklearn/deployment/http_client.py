@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import wire
 from .fhe_model import CLIENT_FILE, FHEModelClient
 
 
@@ -138,9 +139,49 @@ class HTTPClient:
 
     def predict(self, X: Any) -> np.ndarray:
         """What ``predict_proba`` (classifiers) or ``predict`` (regressors) return, computed
-        by the server on encrypted rows."""
-        results = [self.run_encrypted(encrypted) for encrypted in self.fhe.quantize_encrypt_serialize(X)]
+        by the server on encrypted rows: in ``POST /predict_batch`` requests within the
+        server's limits (one ``/predict`` per row on a server without batches)."""
+        encrypted = self.fhe.quantize_encrypt_serialize(X)
+        if "max_batch_rows" not in self.server_info:
+            return self.fhe.deserialize_decrypt_dequantize([self.run_encrypted(e) for e in encrypted])
+        results: list[bytes] = []
+        for chunk in self._batches(encrypted):
+            results += self.run_encrypted_batch(chunk)
         return self.fhe.deserialize_decrypt_dequantize(results)
+
+    def _batches(self, encrypted: list[bytes]) -> Any:
+        """Consecutive rows, as many per request as the server's row and byte limits allow."""
+        max_rows, max_bytes = self.server_info["max_batch_rows"], self.server_info["max_batch_bytes"]
+        chunk: list[bytes] = []
+        size = len(wire.BATCH_MAGIC) + 4
+        for row in encrypted:
+            if chunk and (len(chunk) == max_rows or size + 8 + len(row) > max_bytes):
+                yield chunk
+                chunk, size = [], len(wire.BATCH_MAGIC) + 4
+            chunk.append(row)
+            size += 8 + len(row)
+        if chunk:
+            yield chunk
+
+    def run_encrypted_batch(self, encrypted: list[bytes]) -> list[bytes]:
+        """Serialized ciphertexts in, the server's encrypted results out, in one request
+        (keys uploaded first if needed, and again if the server evicted them)."""
+        body = wire.pack(encrypted, wire.BATCH_MAGIC)
+        self._check_size(body, "max_batch_bytes", "batch")
+        if self.key_id is None:
+            self.upload_keys()
+        for attempt in range(2):
+            try:
+                answer = self._request("POST", f"/predict_batch/{self.key_id}", self.token, content=body).content
+                break
+            except ServerError as err:
+                if err.status_code != 401 or attempt:
+                    raise
+                self.upload_keys()
+        results = wire.unpack(answer, wire.BATCH_MAGIC, "result batch")
+        if len(results) != len(encrypted):
+            raise ServerError(502, f"the server answered {len(results)} results for {len(encrypted)} rows")
+        return results
 
     def run_encrypted(self, encrypted: bytes) -> bytes:
         """One serialized ciphertext in, the server's encrypted result out.

@@ -12,6 +12,12 @@ Endpoints
 server has one) → 201 ``{"key_id", "token"}``.
 ``POST /predict/{key_id}`` (body: one serialized ciphertext; ``Authorization: Bearer <token>``)
     → the serialized encrypted result.
+``POST /predict_batch/{key_id}`` (body: many serialized ciphertexts, framed; same token)
+    → their encrypted results, framed the same way, in input order. Framing (version 1): the
+    8 bytes ``FHESKLB1``, the row count (uint32, little-endian), each row's length (uint64,
+    little-endian), then the rows (:mod:`.wire`; what ``quantize_encrypt_serialize_batch``
+    returns). The rows run on the worker pool, or on a Dask cluster when the server has a
+    ``dask_scheduler``. A malformed frame is a 400; a malformed row a 400 naming its index.
 
 A wrong or missing token and an unknown key id get the same 401. Ciphertexts and keys are
 deserialized and run in worker processes (:mod:`.worker_pool`), so a malformed input cannot stall
@@ -21,6 +27,7 @@ them. The server never sees a private key.
 
 # no `from __future__ import annotations`: FastAPI must resolve the locally imported
 # Request annotations at definition time
+import asyncio
 import hmac
 import logging
 import os
@@ -32,6 +39,7 @@ from typing import Any
 
 from .._version import __version__
 from ..serialization import FORMAT_VERSION
+from . import wire
 from .fhe_model import CLIENT_FILE, read_client_file
 from .key_store import KeyStore, KeyStoreFull, token_digest
 from .request_middleware import BodyTooLarge, JsonLogFormatter, LimitAndLogMiddleware
@@ -74,6 +82,13 @@ class ServerSettings:
         If set, ``POST /keys`` needs ``Authorization: Bearer <api_key>``.
     docs : bool
         Serve ``/docs``, ``/redoc`` and ``/openapi.json``.
+    max_batch_bytes : int
+        Largest ``/predict_batch`` body; 413 beyond it.
+    max_batch_rows : int
+        Most rows in one ``/predict_batch`` body; 413 beyond it.
+    dask_scheduler : str or None
+        Address of a Dask scheduler (``tcp://host:8786``): batches run on its workers, which
+        get each key set once, instead of on the local worker pool.
     """
 
     max_request_bytes: int = 64 * MB
@@ -87,6 +102,9 @@ class ServerSettings:
     key_cache: int = 2
     api_key: str | None = None
     docs: bool = False
+    max_batch_bytes: int = 256 * MB
+    max_batch_rows: int = 1000
+    dask_scheduler: str | None = None
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -143,7 +161,9 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
     )
 
     def limit_for(path: str) -> int:
-        return settings.max_keys_bytes if path == "/keys" else settings.max_request_bytes
+        if path == "/keys":
+            return settings.max_keys_bytes
+        return settings.max_batch_bytes if path.startswith("/predict_batch/") else settings.max_request_bytes
 
     app.add_middleware(LimitAndLogMiddleware, limit_for=limit_for)
 
@@ -193,6 +213,9 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
             "input_shape": client_data["input_shape"],
             "max_request_bytes": settings.max_request_bytes,
             "max_keys_bytes": settings.max_keys_bytes,
+            "max_batch_bytes": settings.max_batch_bytes,
+            "max_batch_rows": settings.max_batch_rows,
+            "batch_framing": wire.BATCH_MAGIC.decode(),
             "key_upload_requires_api_key": api_key_digest is not None,
         }
 
@@ -230,11 +253,15 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         logger.info("key set stored", extra={"bytes": size, "key_sets": len(store), "stored_bytes": store.total_bytes})
         return {"key_id": key_id, "token": token}
 
-    @app.post("/predict/{key_id}")
-    async def predict(key_id: str, request: Request) -> Response:
+    def authenticated(key_id: str, request: Request) -> Any:
         record = store.authenticate(key_id, _bearer(request.headers.get("authorization")))
         if record is None:
             raise HTTPException(401, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+        return record
+
+    @app.post("/predict/{key_id}")
+    async def predict(key_id: str, request: Request) -> Response:
+        record = authenticated(key_id, request)
         record.in_use += 1  # not evicted while in use
         try:
             body = await read_body(request)
@@ -244,8 +271,77 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
             record.in_use -= 1
         return Response(result, media_type=OCTETS)
 
+    @app.post("/predict_batch/{key_id}")
+    async def predict_batch(key_id: str, request: Request) -> Response:
+        record = authenticated(key_id, request)
+        record.in_use += 1
+        try:
+            body = await read_body(request)
+            try:
+                rows = wire.unpack(body, wire.BATCH_MAGIC)
+            except ValueError as err:
+                raise HTTPException(400, f"{err} (expected the {wire.BATCH_MAGIC.decode()} framing)") from None
+            if not rows:
+                raise HTTPException(400, "empty batch")
+            if len(rows) > settings.max_batch_rows:
+                raise HTTPException(413, f"{len(rows)} rows exceed the server's {settings.max_batch_rows}-row limit")
+            store.touch(record)
+            keys_path = store.keys_path(key_id)
+            if settings.dask_scheduler:
+                results = await run_in_threadpool(_run_on_dask, deployment_dir, rows, keys_path, key_id, settings)
+            else:
+                results = await _run_rows(pool, key_id, keys_path, rows)
+        finally:
+            record.in_use -= 1
+        return Response(wire.pack(results, wire.BATCH_MAGIC), media_type=OCTETS)
+
     app.state.key_store, app.state.worker_pool = store, pool
     return app
+
+
+async def _run_rows(pool: WorkerPool, key_id: str, keys_path: Path, rows: list[bytes]) -> list[bytes]:
+    """Every row on the pool, at most one per worker at a time (a batch never fills the
+    queue by itself), in input order; the first failure cancels the rest."""
+    results: list[bytes] = [b""] * len(rows)
+    todo = iter(range(len(rows)))
+
+    async def lane() -> None:
+        for i in todo:
+            try:
+                results[i] = await pool.run(key_id, keys_path, rows[i])
+            except TaskError as err:
+                raise TaskError(err.status, f"row {i}: {err.message}", err.retry_after) from None
+
+    lanes = [asyncio.ensure_future(lane()) for _ in range(min(pool.n_workers, len(rows)))]
+    try:
+        await asyncio.gather(*lanes)
+    except BaseException:
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        raise
+    return results
+
+
+_dask_bundles: dict[str, Any] = {}
+
+
+def _run_on_dask(deployment_dir: Path, rows: list[bytes], keys_path: Path, key_id: str, settings: Any) -> list[bytes]:
+    """The rows on the configured Dask cluster; its workers get the key set once."""
+    from .batch import ServerBundle, run_many
+
+    bundle = _dask_bundles.get(str(deployment_dir))
+    if bundle is None:
+        bundle = _dask_bundles[str(deployment_dir)] = ServerBundle.from_deployment(deployment_dir)
+    try:
+        scheduler = settings.dask_scheduler
+        keys = str(keys_path)
+        return run_many(bundle, rows, keys, key_id=key_id, backend="dask", scheduler=scheduler, progress=False)
+    except ValueError as err:  # a malformed row, named by its index
+        raise TaskError(400, str(err)) from None
+    except OSError as err:
+        logger.error("Dask cluster unreachable", exc_info=err)
+        raise TaskError(503, "the Dask cluster is unreachable", retry_after=10) from None
 
 
 async def _stream_to_file(request: Any, path: Path, run_in_threadpool: Any) -> None:
