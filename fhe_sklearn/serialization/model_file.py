@@ -226,6 +226,7 @@ def _check_fitted(model: Any) -> None:
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # e.g. exp overflow of a log link at the extremes
+            model.quantize_input(np.zeros((1, model.n_features_in_)))  # the input grid fits the features
             scores = model.dequantize_output(module.quantized_forward(x_q))
             model.output_from_dequantized(scores)
             if is_classifier(model):
