@@ -219,9 +219,10 @@ def _add_sub(sign: float) -> Callable:
             a, b = b, a
         if b in ctx.constants:
             return ctx.add(node, "Add", ctx.value(a, node), constant=sign * _sample(ctx.constants[b]))
-        if sign < 0 or a in ctx.constants:
-            raise ValueError(f"{_where(node)}: subtracting encrypted tensors is not supported")
-        return ctx.add(node, "Add", ctx.value(a, node), ctx.value(b, node))
+        if a in ctx.constants:  # constant - x: -x, then + constant
+            negated = ctx.add(node, "Mul", ctx.value(b, node), constant=-1.0)
+            return ctx.add(node, "Add", negated, constant=_sample(ctx.constants[a]))
+        return ctx.add(node, "Add" if sign > 0 else "Sub", ctx.value(a, node), ctx.value(b, node))
 
     return convert
 
@@ -235,6 +236,13 @@ def _mul_div(divide: bool) -> Callable:
         return ctx.add(node, "Mul", ctx.value(a, node), constant=1.0 / constant if divide else constant)
 
     return convert
+
+
+def _concat(ctx: _Import, node: Any, attrs: dict) -> str:
+    constants = [name for name in node.input if name in ctx.constants]
+    if constants:
+        raise ValueError(f"{_where(node)}: concatenating a constant tensor ({constants[0]!r}) is not supported")
+    return ctx.add(node, "Concat", *(ctx.value(name, node) for name in node.input), axis=attrs.get("axis", 1))
 
 
 def _sample(constant: np.ndarray) -> np.ndarray:
@@ -355,6 +363,7 @@ ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
     "Sub": _add_sub(-1.0),
     "Mul": _mul_div(divide=False),
     "Div": _mul_div(divide=True),
+    "Concat": _concat,
     "Flatten": _flatten,
     "Reshape": _reshape,
     "Transpose": _transpose,

@@ -8,6 +8,7 @@ from .module import FheMode, QuantizedModule, validate_fhe_mode
 from .ops import (
     QuantizedAbs,
     QuantizedAdd,
+    QuantizedConcat,
     QuantizedEqual,
     QuantizedGemm,
     QuantizedGreater,
@@ -19,6 +20,7 @@ from .ops import (
     QuantizedRelu,
     QuantizedReshape,
     QuantizedSigmoid,
+    QuantizedSub,
     QuantizedUnivariateOp,
 )
 from .post_training import PostTrainingQuantizer
@@ -45,6 +47,7 @@ __all__ = [
     "QuantizationOptions",
     "QuantizedAbs",
     "QuantizedAdd",
+    "QuantizedConcat",
     "QuantizedArray",
     "QuantizedEqual",
     "QuantizedGather",
@@ -60,6 +63,7 @@ __all__ = [
     "QuantizedOp",
     "QuantizedRelu",
     "QuantizedReshape",
+    "QuantizedSub",
     "QuantizedSigmoid",
     "QuantizedTableLookup",
     "QuantizedTruncate",

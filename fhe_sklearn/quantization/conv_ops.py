@@ -234,7 +234,8 @@ class QuantizedTranspose(QuantizedOp):
 @register_op
 class QuantizedMul(QuantizedOp):
     """Multiplication by a clear non-zero constant (scalar or broadcastable per element): the
-    integers stay as they are and the constant moves into the scale, so it costs nothing."""
+    constant's magnitude moves into the scale and its sign flips the integers (a leveled
+    product by ±1), so it costs nothing."""
 
     op_type = "Mul"
     is_elementwise = True
@@ -252,7 +253,12 @@ class QuantizedMul(QuantizedOp):
         s = self.input_specs[0]
         # a constant with the batch axis (ONNX broadcasting) applies to every sample alike
         constant = self.constant[0] if self.constant.ndim == x.ndim else self.constant
-        return TensorSpec(s.scale * constant, s.zero_point, s.lo, s.hi)
+        self.sign = np.sign(constant).astype(np.int64)
+        if np.all(self.sign == 1):
+            self.sign = np.int64(1)
+            return TensorSpec(s.scale * constant, s.zero_point, s.lo, s.hi)
+        lo, hi = s.lo * self.sign, s.hi * self.sign
+        return TensorSpec(s.scale * np.abs(constant), s.zero_point * self.sign, np.minimum(lo, hi), np.maximum(lo, hi))
 
     def univariate_fn(self, q: Any) -> Any:
-        return q
+        return q if np.ndim(self.sign) == 0 and self.sign == 1 else q * self.sign

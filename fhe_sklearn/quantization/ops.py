@@ -376,6 +376,71 @@ class QuantizedAdd(QuantizedOp):
 
 
 @register_op
+class QuantizedSub(QuantizedAdd):
+    """Difference of two encrypted inputs (a constant is subtracted by
+    :class:`QuantizedAdd` with the constant negated); the second input is re-scaled to the
+    first's grid as in :class:`QuantizedAdd`."""
+
+    op_type = "Sub"
+
+    def __init__(self, name: str, *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+
+    def float_forward(self, *xs: np.ndarray) -> np.ndarray:
+        return xs[0] - xs[1]
+
+    def _calibrate(self, float_output: np.ndarray, *xs: np.ndarray) -> TensorSpec:
+        spec = super()._calibrate(float_output, *xs)
+        a, b = self.input_specs
+        b_lo, b_hi = self._rescaled(b.lo), self._rescaled(b.hi)
+        return TensorSpec(spec.scale, 0, a.lo - a.zero_point - b_hi, a.hi - a.zero_point - b_lo)
+
+    def q_impl(self, *qs: Any) -> Any:
+        a, b = self.input_specs
+        left = hint_range(qs[0] - a.zero_point, a.lo - a.zero_point, a.hi - a.zero_point)
+        right = hint_range(self._rescaled(qs[1]), self._rescaled(b.lo), self._rescaled(b.hi))
+        return left - right
+
+
+@register_op
+class QuantizedConcat(QuantizedOp):
+    """Concatenation of encrypted tensors along ``axis`` (ONNX ``Concat``; axis 0 is the
+    batch axis). Each part keeps its own grid: the output's scale and zero point are
+    per element, so no value is re-quantized and it costs no PBS. Ops that need one grid
+    for the whole tensor (Conv, pooling) refuse such an input with a clear error.
+    """
+
+    op_type = "Concat"
+
+    def __init__(self, name: str, axis: int, *, inputs: list[str] | None = None) -> None:
+        super().__init__(name, inputs=inputs)
+        self.axis = int(axis)
+        if len(self.inputs) < 1:
+            raise ValueError(f"Concat '{name}' needs at least one input")
+
+    def _sample_axis(self, ndim: int) -> int:
+        axis = self.axis + ndim if self.axis < 0 else self.axis
+        if not 1 <= axis < ndim:
+            raise ValueError(f"Concat '{self.name}': axis {self.axis} is not a feature axis of a {ndim}-d tensor")
+        return axis
+
+    def float_forward(self, *xs: np.ndarray) -> np.ndarray:
+        return np.concatenate(xs, axis=self._sample_axis(xs[0].ndim))
+
+    def _calibrate(self, float_output: np.ndarray, *xs: np.ndarray) -> TensorSpec:
+        axis = self._sample_axis(xs[0].ndim) - 1
+
+        def joined(field: str) -> np.ndarray:
+            parts = [np.broadcast_to(getattr(s, field), x.shape[1:]) for s, x in zip(self.input_specs, xs)]
+            return np.concatenate(parts, axis=axis)
+
+        return TensorSpec(joined("scale"), joined("zero_point"), joined("lo"), joined("hi"))
+
+    def q_impl(self, *qs: Any) -> Any:
+        return np.concatenate(qs, axis=self._sample_axis(qs[0].ndim))
+
+
+@register_op
 class QuantizedReshape(QuantizedOp):
     """Reshape of one sample (the batch axis is kept); no PBS."""
 
