@@ -90,3 +90,41 @@ def test_batches_run_on_a_dask_cluster(scaled_wine, tmp_path):
             assert answer.status_code == 400 and "row 0" in answer.json()["detail"]
         finally:
             server.stop()
+
+
+def test_dask_batches_in_flight_are_bounded(scaled_wine, tmp_path, monkeypatch):
+    import asyncio
+    import threading
+
+    from fhe_sklearn.deployment import server as server_module
+
+    _, deployment = linear_deployment(scaled_wine, tmp_path / "deployment")
+    settings = server_module.ServerSettings(workers=1, max_queue=0, dask_scheduler="tcp://127.0.0.1:1")
+    app = server_module.create_app(deployment, tmp_path / "keys", settings)  # no lifespan: no workers
+    store = app.state.key_store
+    upload = store.new_upload()
+    upload.write_bytes(b"keys")
+    key_id, token = store.commit(upload)
+    release = threading.Event()
+
+    def slow_cluster(deployment_dir, rows, keys_path, key_id, settings):
+        release.wait(30)
+        return [b"r" * len(row) for row in rows]
+
+    monkeypatch.setattr(server_module, "_run_on_dask", slow_cluster)
+    body = wire.pack([b"a", b"bc"], wire.BATCH_MAGIC)
+
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def two_batches():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            first = asyncio.ensure_future(http.post(f"/predict_batch/{key_id}", content=body, headers=auth))
+            await asyncio.sleep(0.5)  # the first batch now holds the only slot
+            second = await http.post(f"/predict_batch/{key_id}", content=body, headers=auth)
+            release.set()
+            return await first, second
+
+    first, second = asyncio.run(two_batches())
+    assert second.status_code == 503 and second.headers["retry-after"] == "5"
+    assert first.status_code == 200 and wire.unpack(first.content, wire.BATCH_MAGIC) == [b"r", b"rr"]

@@ -140,7 +140,9 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         settings.key_cache,
     )
     api_key_digest = token_digest(settings.api_key) if settings.api_key else None
-    uploads = {"in_progress": 0}  # streamed to disk before a worker checks them: bounded too
+    # key uploads (streamed to disk before a worker checks them) and batches waiting on Dask
+    # (each holds a thread): bounded too
+    uploads = {"in_progress": 0, "dask_batches": 0}
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -288,7 +290,14 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
             store.touch(record)
             keys_path = store.keys_path(key_id)
             if settings.dask_scheduler:
-                results = await run_in_threadpool(_run_on_dask, deployment_dir, rows, keys_path, key_id, settings)
+                # each batch holds a thread until the cluster answers: bounded like the pool's queue
+                if uploads["dask_batches"] >= settings.workers + settings.max_queue:
+                    raise TaskError(503, "too many batches in progress", retry_after=5)
+                uploads["dask_batches"] += 1
+                try:
+                    results = await run_in_threadpool(_run_on_dask, deployment_dir, rows, keys_path, key_id, settings)
+                finally:
+                    uploads["dask_batches"] -= 1
             else:
                 results = await _run_rows(pool, key_id, keys_path, rows)
         finally:
