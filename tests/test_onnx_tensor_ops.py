@@ -196,6 +196,17 @@ def test_an_exact_product_of_two_encrypted_inputs():
     assert module.fhe_circuit.programmable_bootstrap_count == 2 * 3  # two lookups per element
 
 
+@pytest.mark.fhe_execute
+def test_a_product_of_two_encrypted_tensors_executes():
+    nodes, _, extra = CASES["Mul of two activations (a gate)"]
+    x = RNG.normal(size=(100, 6))
+    module = compile_onnx_model(_graph(nodes, extra=extra), x, n_bits=4, rounding_threshold_bits=4)
+    x_q = module.quantize_input(x[:1])
+    executed = module.quantized_forward(x_q, fhe="execute")
+    np.testing.assert_array_equal(executed, module.quantized_forward(x_q, fhe="simulate"))
+    np.testing.assert_array_equal(executed, module.quantized_forward(x_q))
+
+
 def test_a_product_whose_lookups_outgrow_16_bits_is_a_clear_error():
     a = RNG.normal(size=(50, 2))
     builder = GraphBuilder()
