@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -161,7 +162,114 @@ def test_qat_mlp_on_digits_keeps_the_learned_grids(digits):
     relu = next(op for op in module.ops if op.op_type == "Relu")
     assert relu.output_quantizer.options.n_bits == 4 and np.isclose(relu.output_quantizer.scale, float(layers[3].scale))
     assert float(layers[0].scale) == input_scale  # export froze the observers
+    # the learned integer weights are the circuit's, not re-quantized to n_bits=8
+    gemms = [op for op in module.ops if op.op_type == "Gemm"]
+    for gemm, layer in zip(gemms, (layers[1], layers[4])):
+        fq = layer.weight_quantizer  # called directly, its observer would move the scale
+        args = (fq.scale, fq.zero_point, fq.ch_axis, fq.quant_min, fq.quant_max)
+        with torch.no_grad():
+            fake_quantized = torch.fake_quantize_per_channel_affine(layer.weight, *args).double().numpy()
+        scale = fq.scale.detach().double().numpy()
+        learned = np.rint(fake_quantized / scale[:, None])
+        np.testing.assert_array_equal(gemm.weight_q.T, learned)
+        assert np.abs(learned).max() <= 8 and np.allclose(gemm.weight_scale, scale)
     check_fhe_model(module, X_test, y_test, float_accuracy(net, X_test, y_test))
+
+
+def test_qat_weights_half_way_between_levels_keep_torchs_integers(rng):
+    """torch rounds w * (1 / scale), ONNX's QuantizeLinear w / scale: on weights half-way
+    between two levels they differ, and the circuit must keep the integers torch trained."""
+    from fhe_sklearn.torch import compile_qat_model
+
+    scales = torch.tensor([0.1, 0.07, 0.3, 0.013])
+    halves = (torch.arange(-7, 7).float() + 0.5)[None, :] * scales[:, None]
+    weight = torch.cat([halves, torch.nextafter(halves, halves.sign() * 1e9)], dim=1)
+    layers = [fake_quantize(4), QATLinear(weight.shape[1], 4, 4)]
+    with torch.no_grad():
+        layers[1].weight.copy_(weight)
+    quantizer = layers[1].weight_quantizer
+    quantizer.disable_observer()
+    quantizer.scale, quantizer.zero_point = scales.clone(), torch.zeros(4, dtype=torch.int32)
+    net = torch.nn.Sequential(*layers).eval()
+    x = rng.normal(size=(50, weight.shape[1]))
+    net(torch.tensor(x, dtype=torch.float32))  # the input observer sees the data once
+    args = (scales, quantizer.zero_point, 0, -8, 7)
+    trained = torch.fake_quantize_per_channel_affine(weight, *args) / scales[:, None]
+    trained = torch.round(trained).numpy()
+    divided = np.clip(np.rint(weight.numpy() / scales.numpy()[:, None]), -8, 7)
+    assert np.any(divided != trained)  # the case this test is about
+    module = compile_qat_model(net, x, n_bits=8, rounding_threshold_bits=6)
+    np.testing.assert_array_equal(module.ops[0].weight_q.T, trained)
+    np.testing.assert_array_equal(layers[1].weight.detach().numpy(), weight.numpy())  # restored after export
+
+
+def test_fake_quantized_conv_weights_stay_on_their_grid_through_batchnorm(rng):
+    """QuantizeLinear → DequantizeLinear on a Conv weight (per channel), then a folded
+    BatchNormalization: the circuit's integers are the learned ones (signs flipped where the
+    BatchNorm factor is negative), whatever n_bits says."""
+    ints = rng.integers(-8, 8, size=(3, 2, 3, 3))
+    scales = np.array([0.05, 0.2, 0.011], dtype=np.float32)
+    gamma = np.array([1.5, -0.7, 0.9], dtype=np.float32)
+    constants = {
+        "w": (ints * scales[:, None, None, None]).astype(np.float32),
+        "s": scales,
+        "z": np.zeros(3, dtype=np.int8),
+        "gamma": gamma,
+        "beta": np.array([0.1, 0.0, -0.2], dtype=np.float32),
+        "mean": np.array([0.3, -0.1, 0.0], dtype=np.float32),
+        "var": np.array([2.0, 0.5, 1.0], dtype=np.float32),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wdq"], axis=0),
+        helper.make_node("Conv", ["x", "wdq"], ["c"], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"], name="bn"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qat_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 4, 4])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    x = rng.normal(size=(40, 2, 6, 6))
+    module = onnx_to_module(model, x, n_bits=8)
+    conv = module.ops[0]
+    np.testing.assert_array_equal(conv.weight_q, ints * np.sign(gamma).astype(int)[:, None, None, None])
+    factor = gamma / np.sqrt(constants["var"] + 1e-5)
+    np.testing.assert_allclose(conv.weight_scale, scales * np.abs(factor), rtol=1e-6)
+    reference = ReferenceEvaluator(model).run(None, {"x": x.astype(np.float32)})[0]
+    assert np.abs(module.forward(x) - reference).mean() < 0.02 * np.ptp(reference)
+
+
+def test_learned_weights_over_16_bits_name_the_op_and_the_fix(rng):
+    """Learned integer weights are not coarsened to fit: the error names the layer and asks
+    for fewer training bits or pruning (n_bits cannot help)."""
+    constants = {
+        "w": np.full((40, 2), 7 * 0.1, np.float32),
+        "s": np.array(0.1, np.float32),
+        "z": np.int8(0),
+        "sx": np.array(0.02, np.float32),
+        "zx": np.uint8(128),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),  # a learned 8-bit input grid
+        helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xdq"]),
+        helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"]),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wdq"]),
+        helper.make_node("MatMul", ["xdq", "wdq"], ["y"], name="learned"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qat_wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(ValueError, match=r"'learned' needs a 17-bit integer.*16-bit FHE limit: train with fewer"):
+        onnx_to_module(model, rng.normal(size=(20, 40)))
 
 
 def test_qat_model_without_fake_quantization_is_refused(rng):

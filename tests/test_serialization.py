@@ -1,3 +1,4 @@
+import copy
 import io
 import json
 import os
@@ -367,6 +368,18 @@ def test_malformed_fields_are_refused_by_name(case, logistic_file):
 def test_valid_file_still_loads(logistic_file):
     # the mutations above start from a file that loads
     assert _loads(logistic_file).n_features_in_ == 4
+
+
+def test_module_post_processing_is_a_saved_field(logistic_file):
+    assert _fields(logistic_file, "quantized_module_")["post_processing"] is None
+    data = copy.deepcopy(logistic_file)
+    _fields(data, "quantized_module_")["post_processing"] = "softmax"
+    assert _loads(data).quantized_module_.post_processing == "softmax"
+    _fields(data, "quantized_module_")["post_processing"] = "sigmoid"
+    with pytest.raises(ValueError, match=r"quantized_module_.*post_processing must be None or one of"):
+        _loads(data)
+    del _fields(data, "quantized_module_")["post_processing"]  # a file written before the field
+    assert _loads(data).quantized_module_.post_processing is None
 
 
 def test_network_file_is_checked_too(network_file):

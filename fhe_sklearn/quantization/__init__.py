@@ -24,6 +24,7 @@ from .ops import (
     QuantizedUnivariateOp,
 )
 from .post_training import PostTrainingQuantizer
+from .products import QuantizedMul
 from .quantizers import (
     MAX_BIT_WIDTH,
     MinMaxQuantizationStats,
@@ -59,6 +60,7 @@ __all__ = [
     "QuantizedLess",
     "QuantizedLessOrEqual",
     "QuantizedMatMul",
+    "QuantizedMul",
     "QuantizedModule",
     "QuantizedOp",
     "QuantizedRelu",

@@ -1,6 +1,5 @@
-"""Quantized ops of convolutional networks: Conv, AveragePool, MaxPool, Transpose and
-multiplication by a clear constant. Inputs are per-tensor quantized images ``(C, H, W)`` (or
-``(C, L)``), one sample at a time in FHE."""
+"""Quantized ops of convolutional networks: Conv, AveragePool, MaxPool and Transpose. Inputs
+are per-tensor quantized images ``(C, H, W)`` (or ``(C, L)``), one sample at a time in FHE."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import numpy as np
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec, hint_range
+from .ops import known_weight_grid
 from .quantizers import check_n_bits
 from .registry import register_op
 
@@ -53,6 +53,10 @@ class QuantizedConv(QuantizedOp):
     group : int
     max_accumulator_bits : int, optional
         Coarsen the weight grid so the accumulator fits; None: over 16 bits is an error.
+    weight_scale : float or ndarray of shape (C_out,), optional
+        The weights' learned grid (quantization-aware training): ``weight`` holds integers
+        times it, per output channel, and those integers are the circuit's exactly
+        (``n_bits`` and ``max_accumulator_bits`` do not apply).
     """
 
     op_type = "Conv"
@@ -71,6 +75,7 @@ class QuantizedConv(QuantizedOp):
         *,
         inputs: list[str] | None = None,
         max_accumulator_bits: int | None = None,
+        weight_scale: Any = None,
     ) -> None:
         super().__init__(name, inputs=inputs)
         self.weight = np.asarray(weight, dtype=np.float64)
@@ -84,6 +89,13 @@ class QuantizedConv(QuantizedOp):
         self.pads = tuple(int(p) for p in pads) if pads is not None else (0,) * (2 * n_dims)
         self.group = int(group)
         self.max_accumulator_bits = max_accumulator_bits
+        self.weight_scale = None
+        if weight_scale is not None:
+            grid = np.asarray(weight_scale, dtype=np.float64)
+            if grid.ndim:  # one scale per output channel: axis 0 of the weights
+                grid = grid.reshape((-1,) + (1,) * (self.weight.ndim - 1))
+            grid = known_weight_grid(self.weight, grid, name)
+            self.weight_scale = np.broadcast_to(grid.reshape(-1), (len(self.weight),)).copy()
 
     def _conv(self, x: Any, weight: Any) -> Any:
         return fhe.conv(x, weight, pads=self.pads, strides=self.strides, dilations=self.dilations, group=self.group)
@@ -102,7 +114,9 @@ class QuantizedConv(QuantizedOp):
         levels = 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 1
         max_abs = np.abs(per_channel).max(axis=1)
         w_scale = np.where(max_abs > 0, max_abs / levels, 1.0)
-        if self.max_accumulator_bits is not None:
+        if self.weight_scale is not None:  # the learned integers, as they are
+            w_scale = self.weight_scale * scale
+        elif self.max_accumulator_bits is not None:
             limit = 2 ** (self.max_accumulator_bits - 1) - 1
             reach = max(abs(d_lo), abs(d_hi))
             # each rounded weight may grow by half a step, the bias by half a step too
@@ -229,36 +243,3 @@ class QuantizedTranspose(QuantizedOp):
 
     def q_impl(self, x: Any) -> Any:
         return np.transpose(x, self.perm)
-
-
-@register_op
-class QuantizedMul(QuantizedOp):
-    """Multiplication by a clear non-zero constant (scalar or broadcastable per element): the
-    constant's magnitude moves into the scale and its sign flips the integers (a leveled
-    product by ±1), so it costs nothing."""
-
-    op_type = "Mul"
-    is_elementwise = True
-
-    def __init__(self, name: str, constant: Any, *, inputs: list[str] | None = None) -> None:
-        super().__init__(name, inputs=inputs)
-        self.constant = np.asarray(constant, dtype=np.float64)
-        if not np.all(np.isfinite(self.constant)) or np.any(self.constant == 0):
-            raise ValueError(f"Mul '{name}': the constant must be finite and non-zero (a zero factor is a constant)")
-
-    def float_forward(self, x: np.ndarray) -> np.ndarray:
-        return x * self.constant
-
-    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
-        s = self.input_specs[0]
-        # a constant with the batch axis (ONNX broadcasting) applies to every sample alike
-        constant = self.constant[0] if self.constant.ndim == x.ndim else self.constant
-        self.sign = np.sign(constant).astype(np.int64)
-        if np.all(self.sign == 1):
-            self.sign = np.int64(1)
-            return TensorSpec(s.scale * constant, s.zero_point, s.lo, s.hi)
-        lo, hi = s.lo * self.sign, s.hi * self.sign
-        return TensorSpec(s.scale * np.abs(constant), s.zero_point * self.sign, np.minimum(lo, hi), np.maximum(lo, hi))
-
-    def univariate_fn(self, q: Any) -> Any:
-        return q if np.ndim(self.sign) == 0 and self.sign == 1 else q * self.sign

@@ -89,9 +89,10 @@ class GraphBuilder:
         """The op producing ``name``."""
         return next(o for o in self._ops if o.name == name)
 
-    def build(self, *calibration_data: Any) -> QuantizedModule:
-        """The QuantizedModule, calibrated on float data (one array per input)."""
-        module = QuantizedModule(self._inputs, self._ops, self._outputs or None)
+    def build(self, *calibration_data: Any, post_processing: str | None = None) -> QuantizedModule:
+        """The QuantizedModule, calibrated on float data (one array per input);
+        ``post_processing`` as :class:`QuantizedModule`'s."""
+        module = QuantizedModule(self._inputs, self._ops, self._outputs or None, post_processing=post_processing)
         module.calibrate(*calibration_data)
         return module
 

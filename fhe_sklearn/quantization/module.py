@@ -21,6 +21,8 @@ MAX_INPUTSET_ROWS = 100
 #: gave 2 wrong rows in 890 simulated runs of a 184-PBS forest; 1e-7 gave none in 5304, for
 #: ~1.6x the latency of that default
 DEFAULT_GLOBAL_P_ERROR = 1e-7
+#: what a client may apply to a module's outputs after de-quantizing them
+POST_PROCESSING = ("softmax", "log_softmax", "argmax")
 
 
 class FheMode(str, Enum):
@@ -55,6 +57,9 @@ class QuantizedModule:
         In execution order; each op names the values it reads (module inputs or earlier ops).
     outputs : str or list of str, optional
         Values returned by the module, in order (default: the last op).
+    post_processing : {"softmax", "log_softmax", "argmax"}, optional
+        What the client applies to the de-quantized output(s), outside the circuit (e.g.
+        the final Softmax of an imported network); saved with the module. None: nothing.
     """
 
     def __init__(
@@ -62,7 +67,10 @@ class QuantizedModule:
         inputs: UniformQuantizer | Mapping[str, UniformQuantizer],
         ops: list[QuantizedOp],
         outputs: str | Sequence[str] | None = None,
+        post_processing: str | None = None,
     ) -> None:
+        if post_processing is not None and post_processing not in POST_PROCESSING:
+            raise ValueError(f"post_processing must be None or one of {list(POST_PROCESSING)}, got {post_processing!r}")
         named = dict(inputs) if isinstance(inputs, Mapping) else {"input": inputs}
         if not named:
             raise ValueError("a QuantizedModule needs at least one input")
@@ -85,6 +93,7 @@ class QuantizedModule:
         self.input_quantizers = list(named.values())
         self.ops = list(ops)
         self.output_names = outputs
+        self.post_processing = post_processing
         self.fhe_circuit: fhe.Circuit | None = None
         #: per-sample shape of each input, fixed by calibration
         self.input_shapes: list[tuple[int, ...]] | None = None

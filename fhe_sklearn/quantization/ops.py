@@ -28,6 +28,21 @@ def _interval_matmul(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tup
     return np.minimum(a, b).sum(axis=0), np.maximum(a, b).sum(axis=0)
 
 
+def known_weight_grid(weight: np.ndarray, weight_scale: Any, name: str) -> np.ndarray:
+    """``weight_scale`` checked: positive, finite, and ``weight`` integers times it (the
+    learned grid of a quantization-aware model), broadcast over the output axis -1."""
+    scale = np.asarray(weight_scale, dtype=np.float64)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError(f"'{name}': weight_scale must be positive and finite")
+    try:
+        integers = weight / scale
+    except ValueError:
+        raise ValueError(f"'{name}': weight_scale of shape {scale.shape} does not fit weights {weight.shape}") from None
+    if np.max(np.abs(integers - np.rint(integers)), initial=0.0) > 1e-3:
+        raise ValueError(f"'{name}': the weights are not integers times weight_scale (not on that grid)")
+    return scale
+
+
 @register_op
 class QuantizedGemm(QuantizedOp):
     """Encrypted × clear matrix product plus bias: ``y = x @ weight + bias``.
@@ -49,6 +64,12 @@ class QuantizedGemm(QuantizedOp):
         If set, coarsen a column's weight scale as needed so the worst-case accumulator fits
         this many bits (accumulator-aware quantization: 0 extra PBS, no overflow possible).
         If None, an accumulator over 16 bits is an error.
+    weight_scale : float or ndarray of shape (n_out,), optional
+        The weights' own grid, learned by quantization-aware training: ``weight`` holds
+        integers times this scale (per output column), and those integers become the
+        circuit's exactly (``n_bits`` and ``max_accumulator_bits`` do not apply) when the
+        input has one scale; with per-feature input scales, folding them leaves the grid, so
+        the weights are quantized as without it.
     """
 
     op_type = "Gemm"
@@ -63,6 +84,7 @@ class QuantizedGemm(QuantizedOp):
         *,
         inputs: list[str] | None = None,
         max_accumulator_bits: int | None = None,
+        weight_scale: Any = None,
     ) -> None:
         super().__init__(name, inputs=inputs)
         self.weight = np.atleast_2d(np.asarray(weight, dtype=np.float64))
@@ -72,6 +94,7 @@ class QuantizedGemm(QuantizedOp):
         if max_accumulator_bits is not None:
             check_n_bits(max_accumulator_bits, "max_accumulator_bits")
         self.max_accumulator_bits = max_accumulator_bits
+        self.weight_scale = None if weight_scale is None else known_weight_grid(self.weight, weight_scale, name)
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight + self.bias
@@ -81,6 +104,10 @@ class QuantizedGemm(QuantizedOp):
         n_in = self.weight.shape[0]
         if x.shape[-1] != n_in:
             raise ValueError(f"'{self.name}': {x.shape[-1]} input features, weights expect {n_in}")
+        if self.weight_scale is not None and np.unique(spec.scale).size == 1:
+            return self._calibrate_on_known_grid(float_output, x)
+        # per-feature input scales (no learned input grid) fold into the weights, which
+        # leaves the learned grid: the weights are then quantized like any others
         folded = np.broadcast_to(spec.scale, (n_in,))[:, None] * self.weight
         q_lo, q_hi = np.broadcast_to(spec.lo, (n_in,)), np.broadcast_to(spec.hi, (n_in,))
         # centring on the middle of the integer range (not on the zero point) keeps the
@@ -109,6 +136,23 @@ class QuantizedGemm(QuantizedOp):
         self.product_range = _interval_matmul(d_lo, d_hi, self.weight_q)
         lo, hi = self.product_range
         return TensorSpec(scale, -np.rint(offset / scale).astype(np.int64), lo, hi)
+
+    def _calibrate_on_known_grid(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        """The learned integer weights as they are: output scale = input scale × weight
+        scale, the bias and zero points in the output's zero point (no bias correction:
+        the integer program is the trained one)."""
+        spec = self.input_specs[0]
+        n_in = self.weight.shape[0]
+        input_scale = float(np.unique(spec.scale)[0])
+        q_lo, q_hi = np.broadcast_to(spec.lo, (n_in,)), np.broadcast_to(spec.hi, (n_in,))
+        center = (q_lo + q_hi) // 2
+        self.weight_q = np.rint(self.weight / self.weight_scale).astype(np.int64)
+        scale = input_scale * np.broadcast_to(self.weight_scale, self.bias.shape)
+        offset = self.bias + (center - np.broadcast_to(spec.zero_point, (n_in,))) @ (self.weight * input_scale)
+        self.input_offset = center
+        self.centered_range = (q_lo - center, q_hi - center)
+        self.product_range = _interval_matmul(*self.centered_range, self.weight_q)
+        return TensorSpec(scale, -np.rint(offset / scale).astype(np.int64), *self.product_range)
 
     def _fit_accumulator(self, folded, d_lo, d_hi, scale) -> np.ndarray:
         limit = 2 ** (self.max_accumulator_bits - 1) - 1
@@ -328,11 +372,19 @@ class QuantizedEqual(_QuantizedComparison):
 class QuantizedAdd(QuantizedOp):
     """Sum of an encrypted input and a clear constant, or of two encrypted inputs.
 
-    A constant is quantized on the input's grid (no PBS). For two encrypted inputs on
-    different grids, the second is re-scaled to the first's grid with one TLU per element.
+    A constant is quantized on the input's grid (no PBS). Two encrypted inputs on the same
+    grid are added as integers (no PBS). On different grids, the narrower input (fewer bits)
+    is re-scaled onto the wider one's grid by one table lookup per element: the lookup then
+    reads the narrow integers (e.g. a 6-bit activation) rather than a wide accumulator, so a
+    residual ``x + f(x)`` whose ``f`` ends with a linear layer costs a small lookup, and the
+    accumulator keeps all its precision.
     """
 
     op_type = "Add"
+    #: sign of the second operand
+    _sign = 1
+    #: which of two encrypted inputs keeps its grid (set by calibration)
+    kept = 0
 
     def __init__(self, name: str, constant: Any = None, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
@@ -341,10 +393,10 @@ class QuantizedAdd(QuantizedOp):
         self.is_elementwise = self.constant is not None
         expected = 1 if self.constant is not None else 2
         if len(self.inputs) != expected:
-            raise ValueError(f"QuantizedAdd '{name}' needs {expected} encrypted input(s), got {self.inputs}")
+            raise ValueError(f"{type(self).__name__} '{name}' needs {expected} encrypted input(s), got {self.inputs}")
 
     def float_forward(self, *xs: np.ndarray) -> np.ndarray:
-        return xs[0] + (self.constant if self.constant is not None else xs[1])
+        return xs[0] + self._sign * (self.constant if self.constant is not None else xs[1])
 
     def _calibrate(self, float_output: np.ndarray, *xs: np.ndarray) -> TensorSpec:
         a = self.input_specs[0]
@@ -352,16 +404,26 @@ class QuantizedAdd(QuantizedOp):
             self.constant_q = np.rint(self.constant / a.scale).astype(np.int64)
             return TensorSpec(a.scale, a.zero_point, a.lo + self.constant_q, a.hi + self.constant_q)
         b = self.input_specs[1]
-        self.ratio = np.broadcast_to(b.scale / a.scale, np.broadcast_shapes(a.scale.shape, b.scale.shape))
+        # the wider input keeps its grid; ties: the first input's
+        self.kept = 1 if b.bit_width > a.bit_width else 0
+        kept, moved = self.input_specs[self.kept], self.input_specs[1 - self.kept]
+        self.ratio = np.broadcast_to(moved.scale / kept.scale, np.broadcast_shapes(a.scale.shape, b.scale.shape))
         self.rescale = not np.all(self.ratio == 1.0)
-        b_lo, b_hi = self._rescaled(b.lo), self._rescaled(b.hi)
-        return TensorSpec(a.scale, 0, a.lo - a.zero_point + b_lo, a.hi - a.zero_point + b_hi)
+        (a_lo, a_hi), (b_lo, b_hi) = self._term_range(0), self._term_range(1)
+        if self._sign < 0:
+            b_lo, b_hi = -b_hi, -b_lo
+        return TensorSpec(kept.scale, 0, a_lo + b_lo, a_hi + b_hi)
 
-    def _rescaled(self, q: Any) -> Any:
-        b = self.input_specs[1]
-        if not self.rescale:
-            return q - b.zero_point
-        return np.rint((q - b.zero_point) * self.ratio).astype(np.int64)
+    def _term(self, index: int, q: Any) -> Any:
+        """Input ``index``'s integers, centred on its zero point, on the output grid."""
+        spec = self.input_specs[index]
+        if index == self.kept or not self.rescale:
+            return q - spec.zero_point
+        return np.rint((q - spec.zero_point) * self.ratio).astype(np.int64)
+
+    def _term_range(self, index: int) -> tuple[Any, Any]:
+        spec = self.input_specs[index]
+        return self._term(index, spec.lo), self._term(index, spec.hi)
 
     def univariate_fn(self, q: Any) -> Any:
         return q + self.constant_q
@@ -369,37 +431,21 @@ class QuantizedAdd(QuantizedOp):
     def q_impl(self, *qs: Any) -> Any:
         if self.constant is not None:
             return self.univariate_fn(qs[0])
-        a, b = self.input_specs
-        left = hint_range(qs[0] - a.zero_point, a.lo - a.zero_point, a.hi - a.zero_point)
-        right = hint_range(self._rescaled(qs[1]), self._rescaled(b.lo), self._rescaled(b.hi))
-        return left + right
+        left, right = (hint_range(self._term(i, qs[i]), *self._term_range(i)) for i in (0, 1))
+        return left + right if self._sign > 0 else left - right
 
 
 @register_op
 class QuantizedSub(QuantizedAdd):
     """Difference of two encrypted inputs (a constant is subtracted by
-    :class:`QuantizedAdd` with the constant negated); the second input is re-scaled to the
-    first's grid as in :class:`QuantizedAdd`."""
+    :class:`QuantizedAdd` with the constant negated); grids are matched as in
+    :class:`QuantizedAdd`."""
 
     op_type = "Sub"
+    _sign = -1
 
     def __init__(self, name: str, *, inputs: list[str] | None = None) -> None:
         super().__init__(name, inputs=inputs)
-
-    def float_forward(self, *xs: np.ndarray) -> np.ndarray:
-        return xs[0] - xs[1]
-
-    def _calibrate(self, float_output: np.ndarray, *xs: np.ndarray) -> TensorSpec:
-        spec = super()._calibrate(float_output, *xs)
-        a, b = self.input_specs
-        b_lo, b_hi = self._rescaled(b.lo), self._rescaled(b.hi)
-        return TensorSpec(spec.scale, 0, a.lo - a.zero_point - b_hi, a.hi - a.zero_point - b_lo)
-
-    def q_impl(self, *qs: Any) -> Any:
-        a, b = self.input_specs
-        left = hint_range(qs[0] - a.zero_point, a.lo - a.zero_point, a.hi - a.zero_point)
-        right = hint_range(self._rescaled(qs[1]), self._rescaled(b.lo), self._rescaled(b.hi))
-        return left - right
 
 
 @register_op

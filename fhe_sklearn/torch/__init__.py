@@ -30,8 +30,7 @@ def export_onnx(model: Any, X_calib: Any) -> Any:
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"compile_torch_model takes a torch.nn.Module, got {type(model).__name__}")
-    arrays = X_calib if isinstance(X_calib, (tuple, list)) else (X_calib,)
-    sample = tuple(torch.as_tensor(np.asarray(a[:1], dtype=np.float32)) for a in arrays)
+    sample = _sample(X_calib)
     buffer = io.BytesIO()
     was_training = model.training
     model.eval()
@@ -42,6 +41,14 @@ def export_onnx(model: Any, X_calib: Any) -> Any:
     finally:
         model.train(was_training)
     return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _sample(X_calib: Any) -> tuple:
+    """The first row of each input, as the float32 tensors a trace takes."""
+    import torch
+
+    arrays = X_calib if isinstance(X_calib, (tuple, list)) else (X_calib,)
+    return tuple(torch.as_tensor(np.asarray(a[:1], dtype=np.float32)) for a in arrays)
 
 
 def compile_torch_model(model: Any, X_calib: Any, **kwargs: Any) -> QuantizedModule:
@@ -58,8 +65,10 @@ def compile_qat_model(model: Any, X_calib: Any, n_bits: Any = 8, **kwargs: Any) 
     inputs, per tensor or per channel on weights; any ``quant_min..quant_max`` range of
     ``2**n`` values, e.g. 4 bits) is exported as QuantizeLinear → Clip → DequantizeLinear.
     On the input it sets the input quantizer; after an activation, that activation's output
-    grid; on a weight, the weight is replaced by its fake-quantized values. Observers are
-    frozen during the export, so calibration does not move the learned scales.
+    grid; on the weights of a Linear or Conv, the circuit's integer weights are exactly the
+    learned ones (same integers, same scales: ``weight_scale`` of the Gemm/Conv op), not
+    re-quantized. Observers are frozen during the export, so calibration does not move the
+    learned scales.
 
     Parameters
     ----------
@@ -69,8 +78,8 @@ def compile_qat_model(model: Any, X_calib: Any, n_bits: Any = 8, **kwargs: Any) 
         Representative inputs: they trace the circuit and calibrate the ops the training did
         not quantize (e.g. accumulators).
     n_bits : int or dict, default=8
-        For the values without a learned grid (the weights are re-quantized to
-        ``op_weights`` bits: keep it at least the training's weight bits).
+        For the values without a learned grid (e.g. an activation without FakeQuantize
+        after it, or weights that were not fake-quantized).
     **kwargs
         As :func:`~fhe_sklearn.onnx.compile_onnx_model` (``rounding_threshold_bits``, ...).
 
@@ -78,15 +87,16 @@ def compile_qat_model(model: Any, X_calib: Any, n_bits: Any = 8, **kwargs: Any) 
     -------
     QuantizedModule
     """
-    with _qdq_export(model):
+    with _qdq_export(model, X_calib):
         onnx_model = export_onnx(model, X_calib)
     return compile_onnx_model(onnx_model, X_calib, n_bits=n_bits, **kwargs)
 
 
 @contextlib.contextmanager
-def _qdq_export(model: Any) -> Iterator[None]:
+def _qdq_export(model: Any, X_calib: Any) -> Iterator[None]:
     """Freeze the observers and export any fake-quantization range (torch's own exporter
-    only takes 8-bit ranges) as QuantizeLinear → Clip → DequantizeLinear."""
+    only takes 8-bit ranges) as QuantizeLinear → Clip → DequantizeLinear; fake-quantized
+    parameters are exported already on their grid (see :func:`_on_grid_parameters`)."""
     import torch
     from torch.ao.quantization import FakeQuantize
     from torch.onnx import symbolic_helper
@@ -121,12 +131,51 @@ def _qdq_export(model: Any) -> Iterator[None]:
     torch.onnx.register_custom_op_symbolic("aten::fake_quantize_per_tensor_affine", per_tensor, OPSET)
     torch.onnx.register_custom_op_symbolic("aten::fake_quantize_per_channel_affine", per_channel, OPSET)
     try:
-        yield
+        with _on_grid_parameters(model, quantizers, X_calib):
+            yield
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::fake_quantize_per_tensor_affine", OPSET)
         torch.onnx.unregister_custom_op_symbolic("aten::fake_quantize_per_channel_affine", OPSET)
         for m, state in zip(quantizers, observing):
             m.observer_enabled.copy_(state)
+
+
+@contextlib.contextmanager
+def _on_grid_parameters(model: Any, quantizers: list, X_calib: Any) -> Iterator[None]:
+    """Replace, for the export, each parameter a FakeQuantize reads by its fake-quantized
+    value (found by running the model once): torch rounds ``w * (1 / scale)`` while ONNX's
+    QuantizeLinear rounds ``w / scale``, which disagree on a weight half-way between two
+    levels; a weight already on the grid quantizes to the same integer both ways, so the
+    circuit's integer weights are exactly those the model was trained with."""
+    import torch
+
+    parameters = {id(p): p for p in model.parameters()}
+    read: list[tuple[Any, Any]] = []
+
+    def record(module: Any, args: tuple) -> None:
+        if args and id(args[0]) in parameters:
+            read.append((module, parameters[id(args[0])]))
+
+    handles = [m.register_forward_pre_hook(record) for m in quantizers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*_sample(X_calib))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    saved = [p.detach().clone() for _, p in read]
+    with torch.no_grad():
+        for module, parameter in read:
+            parameter.copy_(module(parameter))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (_, parameter), value in zip(read, saved):
+                parameter.copy_(value)
 
 
 __all__ = ["compile_qat_model", "compile_torch_model", "export_onnx"]
