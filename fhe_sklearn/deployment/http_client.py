@@ -168,17 +168,7 @@ class HTTPClient:
         (keys uploaded first if needed, and again if the server evicted them)."""
         body = wire.pack(encrypted, wire.BATCH_MAGIC)
         self._check_size(body, "max_batch_bytes", "batch")
-        if self.key_id is None:
-            self.upload_keys()
-        for attempt in range(2):
-            try:
-                answer = self._request("POST", f"/predict_batch/{self.key_id}", self.token, content=body).content
-                break
-            except ServerError as err:
-                if err.status_code != 401 or attempt:
-                    raise
-                self.upload_keys()
-        results = wire.unpack(answer, wire.BATCH_MAGIC, "result batch")
+        results = wire.unpack(self._post_with_keys("/predict_batch", body), wire.BATCH_MAGIC, "result batch")
         if len(results) != len(encrypted):
             raise ServerError(502, f"the server answered {len(results)} results for {len(encrypted)} rows")
         return results
@@ -190,12 +180,18 @@ class HTTPClient:
         accepts the key id (it evicts least recently used key sets).
         """
         self._check_size(encrypted, "max_request_bytes", "ciphertext")
+        return self._post_with_keys("/predict", encrypted)
+
+    def _post_with_keys(self, route: str, body: bytes) -> bytes:
+        """``POST {route}/{key_id}`` with the token: the keys uploaded first if needed, and
+        once more if the server no longer accepts the key id (it evicts least recently used
+        key sets)."""
         if self.key_id is None:
             self.upload_keys()
         try:
-            return self._request("POST", f"/predict/{self.key_id}", self.token, content=encrypted).content
+            return self._request("POST", f"{route}/{self.key_id}", self.token, content=body).content
         except ServerError as err:
             if err.status_code != 401:
                 raise
         self.upload_keys()
-        return self._request("POST", f"/predict/{self.key_id}", self.token, content=encrypted).content
+        return self._request("POST", f"{route}/{self.key_id}", self.token, content=body).content
