@@ -19,7 +19,8 @@ from fhe_sklearn.deployment import FHEModelDev
 def ignore_sigpipe() -> None:
     """Once a circuit ran in this process, concrete's runtime crashes on SIGPIPE, which a
     client gets when the server closes a connection on a refused body: ignore it, as Python
-    does by default."""
+    does by default. Call it again after the runtime started (first encryption or run):
+    starting it installs its own handler."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
