@@ -172,9 +172,17 @@ def main(argv: list[str] | None = None) -> dict:
         _row(LOOP, 1, **one_thread, threads=1),
     ]
 
-    def measure(backend: str, workers: int, threads: int, **kw: Any) -> dict:
-        # warm-up: every worker loads the server and the keys once (k rows, one per worker)
-        _, warm = _timed(lambda: model.predict_proba(rows[:workers], fhe="execute", backend=backend, n_jobs=workers))
+    def measure(backend: str, workers: int, threads: int, client: Any = None, **kw: Any) -> dict:
+        # warm-up: every worker loads the server and the keys once. Dask may give a short
+        # warm-up batch to one worker, so it repeats until every worker holds the keys
+        warm = 0.0
+        for _ in range(3):
+            _, seconds = _timed(
+                lambda: model.predict_proba(rows[: 2 * workers], fhe="execute", backend=backend, n_jobs=workers)
+            )
+            warm += seconds
+            if client is None or all(key_id in info["keys"] for info in client.run(batch.worker_cache_info).values()):
+                break
         proba, seconds = _timed(lambda: model.predict_proba(rows, fhe="execute", backend=backend, n_jobs=workers))
         correct = bool(np.array_equal(proba, expected))
         return _row(backend, workers, len(rows), seconds, correct, threads=threads, warm_up_s=warm, **kw)
@@ -184,8 +192,12 @@ def main(argv: list[str] | None = None) -> dict:
     batch.process_pool(2).shutdown(wait=True)  # frees the workers' keys
     batch._keys.clear()  # the thread backend's keys, loaded in this process
     # Dask's nanny gives each worker OMP_NUM_THREADS=1; the last cluster gives its one worker all cores
+    own_omp = os.environ.get("OMP_NUM_THREADS")
     for workers, threads in ((1, 1), (2, 1), (1, n_cpu)):
-        # the nanny's pre-spawn environment is what the worker's OpenMP runtime reads
+        # the nanny's pre-spawn environment is what the worker's OpenMP runtime reads; the
+        # nanny also copies it into this process's os.environ, where it would override the
+        # config of the next cluster: set both
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         with (
             dask.config.set({"distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS": threads}),
             LocalCluster(
@@ -200,9 +212,15 @@ def main(argv: list[str] | None = None) -> dict:
             from fhe_sklearn.deployment.dask_backend import scattered
 
             _, scatter_s = _timed(lambda: scattered(client, "keys", key_id, keys))
-            results.append(measure("dask", workers, threads=threads, keys_scatter_s=round(scatter_s, 2)))
+            results.append(measure("dask", workers, threads=threads, client=client, keys_scatter_s=round(scatter_s, 2)))
+            seen = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
+            results[-1]["worker_omp_threads"] = sorted(set(seen.values()))
             loads = client.run(batch.worker_cache_info)
             results[-1]["key_loads_per_worker"] = sorted(info["keys"].get(key_id, 0) for info in loads.values())
+    if own_omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = own_omp
 
     columns = dict.fromkeys(k for r in results for k in r)
     results = [{k: r.get(k) for k in columns} for r in results]
@@ -228,8 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
     notes = (
         f"{label}, {len(rows)} encrypted rows per configuration, PBS {extra['pbs_count']}, evaluation keys "
         f"{extra['evaluation_keys_mb']} MB. Each configuration runs `predict_proba(X, fhe='execute', "
-        "backend=..., n_jobs=workers)` after a warm-up call on one row per worker (column warm_up_s: "
-        "each worker loads the server and the evaluation keys, once); `keys_scatter_s` is the one-time "
+        "backend=..., n_jobs=workers)` after a warm-up of two rows per worker, repeated until every "
+        "worker holds the keys (column warm_up_s: each worker loads the server and the evaluation "
+        "keys, once); `keys_scatter_s` is the one-time "
         "copy of the keys to every Dask worker. `overhead_vs_local_loop` compares seconds per row with "
         "a plain loop of `circuit.encrypt_run_decrypt` in one process with the same threads per "
         "worker (`threads`: OpenMP threads per worker; concrete spreads one row over them). "
