@@ -2,20 +2,32 @@
 
 Circuit, for all trees of a model at once:
 
-1. ``features``: gather the input column each comparison needs (no PBS);
-2. ``splits``: one comparison TLU per distinct (feature, integer threshold) over all trees;
+1. ``splits``: one comparison TLU per distinct (feature, integer threshold) over all trees,
+   on the unary digits the client sends (:mod:`~fhe_sklearn.quantization.unary`);
    thresholds that every quantized input satisfies (or none does) are constants, not TLUs;
-3. ``paths``: for every internal node ``p`` with a leaf child, the integer
-   ``v = 2 * (number of p's ancestors whose split agrees with the path to p) + bit(p)``,
-   a matrix product of the split bits (no PBS);
-4. ``leaves``: one TLU per such node and output column: ``v = 2*depth(p) + 1`` means the left
-   leaf is reached, ``2*depth(p)`` the right one; the table returns that leaf's quantized
-   value (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU;
-5. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
+2. ``paths``: for every internal node ``p`` with a leaf child, the integer
+   ``v = 2 * (number of terms that hold on the path to p) + bit(p)``, a matrix product of the
+   split bits (no PBS), where the terms are p's ancestors' agreements with that path;
+3. ``leaves``: one TLU per such node and output column: ``v = 2*terms + 1`` means the left
+   leaf is reached, ``2*terms`` the right one; the table returns that leaf's quantized value
+   (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU;
+4. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
    leaf scale as an integer multiple of the finest one.
 
-So a prediction costs (distinct splits + nodes with a leaf child) PBS, and the leaf TLUs see
-only ``log2(2 * depth + 2)`` bits however wide the inputs are.
+Two layouts, by the number of lookups, since concrete's runtime converts every bootstrap
+key (one per PBS precision) to the Fourier domain on every call (~55 ms each, measured):
+
+- up to ``SINGLE_PRECISION_MAX_LOOKUPS`` (a single tree, small ensembles): every lookup
+  reads 3 bits, one precision. The client sends 3 digits per feature (3-bit comparisons);
+  a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
+  ``reach`` bit of an ancestor (one shared lookup ``[its path's agreements all hold]``).
+  A depth-5 tree: 22 PBS, keys 39 → 18 MB, execution 0.46 → 0.33 s;
+- beyond, the per-PBS price dominates: 2-digit comparisons on 2 bits (the cheapest
+  parameters) and leaf lookups at their natural width (``log2(2 * depth + 2)`` bits), two
+  precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
+
+So a prediction costs (distinct splits + nodes with a leaf child + reach lookups) PBS, and
+no lookup reads more than the leaves' few bits however wide the inputs are.
 """
 
 from __future__ import annotations
@@ -268,31 +280,45 @@ class _TreeCircuit:
         slots = self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
         if not used:  # keeps the circuit's input encrypted; its bit is never read
             features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        width = 2 * max(slot.depth for slot in slots) + 2
-        paths = np.zeros((len(features), len(slots)), dtype=np.int64)
-        offsets = np.zeros(len(slots), dtype=np.int64)
+        # one precision for a few lookups (see the module docstring)
+        single = len(used) + len(slots) <= SINGLE_PRECISION_MAX_LOOKUPS
+        leaf_terms = LEAF_TERMS if single else None
+        forms = _PathForms(renumber)
+        sums, depths = [], []
+        for slot in slots:
+            *ancestors, own = slot.path
+            # a leaf lookup reads bit(p) + 2 * (terms that are 1 on the path to p): with one
+            # precision at most LEAF_TERMS terms, the first one a deep ancestor's reach bit
+            terms = [forms.agreement(d) for d in ancestors]
+            split = 0 if leaf_terms is None else len(ancestors) - leaf_terms + 1
+            if split > 1:
+                terms = [forms.reach(tuple(ancestors[:split])), *terms[split:]]
+            sums.append(_add(forms.bit(own), *(_scaled(t, 2) for t in terms)))
+            depths.append(len(terms))
+        width = 2 * max(depths) + 2
         tables = np.zeros((len(slots), width), dtype=np.int64)
         to_output = np.zeros((len(slots), len(self.bias)), dtype=np.int64)
-        for s, slot in enumerate(slots):
-            *ancestors, own = slot.path
-            # bit(p), plus 2 * agreement of each ancestor: b where the path went left, else 1 - b
-            weighted = [(own, 1)] + [(d, 2 if d.went_left else -2) for d in ancestors]
-            offsets[s] += 2 * sum(1 for d in ancestors if not d.went_left)
-            for decision, weight in weighted:
-                if decision.split is None:
-                    offsets[s] += weight * decision.const
-                else:
-                    paths[renumber[decision.split], s] += weight
-            tables[s, 2 * slot.depth + 1], tables[s, 2 * slot.depth] = slot.q_left, slot.q_right
+        for s, (slot, depth) in enumerate(zip(slots, depths)):
+            tables[s, 2 * depth + 1], tables[s, 2 * depth] = slot.q_left, slot.q_right
             to_output[s, slot.column] = slot.multiplier
         builder = GraphBuilder()
-        quantizer = UnaryDigitQuantizer(self.splits.quantizer)
+        quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
         builder.input(quantizer)
-        # comparisons at their own 2-bit width: a second PBS precision (keys 25 -> 37 MB on a
-        # depth-5 tree, both under the 60 MB budget) buys 0.71x the complexity of one precision
-        builder.add("UnaryComparison", name="splits", quantizer=quantizer, features=features, ks=thresholds)
-        builder.add("IntegerMatMul", name="paths", weight=paths, bias=offsets)
-        builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale)
+        lookup_bits = LOOKUP_BITS if single else None
+        comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
+        builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
+        bits = ["splits"]
+        for level, reaches in enumerate(forms.levels(), start=1):
+            weight, bias = forms.matrix([forms.sums[r] for r in reaches], len(features), below=level)
+            source = bits[0] if len(bits) == 1 else builder.add("Concat", *bits, name=f"reach_inputs_{level}", axis=1)
+            builder.add("IntegerMatMul", source, name=f"reach_sums_{level}", weight=weight, bias=bias)
+            reach_tables = np.zeros((len(reaches), 2**LOOKUP_BITS), dtype=np.int64)
+            reach_tables[np.arange(len(reaches)), [forms.targets[r] for r in reaches]] = 1
+            bits.append(builder.add("TableLookup", name=f"reach_{level}", tables=reach_tables, lookup_bits=LOOKUP_BITS))
+        source = bits[0] if len(bits) == 1 else builder.add("Concat", *bits, name="path_bits", axis=1)
+        weight, bias = forms.matrix(sums, len(features), below=len(bits))
+        builder.add("IntegerMatMul", source, name="paths", weight=weight, bias=bias)
+        builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale, lookup_bits=lookup_bits)
         builder.add(
             "IntegerMatMul",
             name="tree_sum",
@@ -302,6 +328,97 @@ class _TreeCircuit:
             overflow_hint="lower n_bits['op_leaves'] or use fewer trees",
         )
         return builder.build(X)
+
+
+#: circuits of at most this many lookups (comparisons + leaf lookups) get one PBS precision:
+#: measured, a depth-5 tree (20) runs 29% faster on one, a 20×3 XGBClassifier (151) as fast,
+#: a 20×4 forest (281) 22% slower
+SINGLE_PRECISION_MAX_LOOKUPS = 100
+#: the width every lookup of a one-precision tree circuit reads: 3-digit comparisons sum to 3 bits
+LOOKUP_BITS = 3
+#: terms a leaf lookup reads (``bit + 2 * terms`` in ``[0, 2**LOOKUP_BITS - 1]``)
+LEAF_TERMS = 2 ** (LOOKUP_BITS - 1) - 1
+#: agreement bits one reach lookup sums (``[0, 2**LOOKUP_BITS - 1]``)
+REACH_TERMS = 2**LOOKUP_BITS - 1
+
+#: a linear form over the circuit's bits: ({("split" | "reach", index): weight}, constant)
+_Form = tuple[dict[tuple[str, int], int], int]
+
+
+def _add(*forms: _Form) -> _Form:
+    weights: dict[tuple[str, int], int] = {}
+    for form in forms:
+        for var, w in form[0].items():
+            weights[var] = weights.get(var, 0) + w
+    return {v: w for v, w in weights.items() if w}, sum(form[1] for form in forms)
+
+
+def _scaled(form: _Form, factor: int) -> _Form:
+    return {v: factor * w for v, w in form[0].items()}, factor * form[1]
+
+
+class _PathForms:
+    """The split bits' linear forms a tree circuit adds up, and its reach lookups.
+
+    ``reach(prefix)`` is 1 when a sample takes every decision of ``prefix`` (the path to a
+    node): one lookup ``[sum of agreements == len]`` per distinct prefix, shared by every leaf
+    below it. A prefix longer than ``REACH_TERMS`` starts from the reach bit of a shorter one.
+    """
+
+    def __init__(self, renumber: dict[int, int]) -> None:
+        self.renumber = renumber
+        self.sums: list[_Form] = []
+        self.targets: list[int] = []
+        self.level: list[int] = []
+        self._by_prefix: dict[tuple[_Decision, ...], _Form] = {}
+
+    def bit(self, d: _Decision) -> _Form:
+        """The split bit of ``d`` (1: the sample goes left)."""
+        return ({}, d.const) if d.split is None else ({("split", self.renumber[d.split]): 1}, 0)
+
+    def agreement(self, d: _Decision) -> _Form:
+        """1 when the sample goes the way the path does at ``d``."""
+        return self.bit(d) if d.went_left else _add(({}, 1), _scaled(self.bit(d), -1))
+
+    def reach(self, prefix: tuple[_Decision, ...]) -> _Form:
+        """A form equal to 1 when every decision of ``prefix`` holds, else 0."""
+        if prefix in self._by_prefix:
+            return self._by_prefix[prefix]
+        head = len(prefix) - REACH_TERMS + 1
+        terms = [self.agreement(d) for d in prefix]
+        if head > 1:
+            terms = [self.reach(prefix[:head]), *terms[head:]]
+        total, target = _add(*terms), len(terms)
+        variables = list(total[0])
+        if len(variables) <= 1:  # a constant or one bit's affine function: no lookup
+            var = variables[0] if variables else None
+            at = [int(total[1] + w == target) for w in (0, total[0].get(var, 0))]
+            form: _Form = ({var: at[1] - at[0]} if var is not None and at[1] != at[0] else {}, at[0])
+        else:
+            index = len(self.sums)
+            self.sums.append(total)
+            self.targets.append(target)
+            self.level.append(1 + max((self.level[i] for kind, i in variables if kind == "reach"), default=0))
+            form = ({("reach", index): 1}, 0)
+        self._by_prefix[prefix] = form
+        return form
+
+    def levels(self) -> list[list[int]]:
+        """Reach lookups by level (those of a level read only splits and lower levels)."""
+        top = max(self.level, default=0)
+        return [[r for r, lv in enumerate(self.level) if lv == level] for level in range(1, top + 1)]
+
+    def matrix(self, forms: list[_Form], n_splits: int, below: int) -> tuple[np.ndarray, np.ndarray]:
+        """Weights and bias of ``forms`` (one column each) over the split bits, then the reach
+        bits of the levels below ``below``, level by level."""
+        order = [r for level in self.levels()[: below - 1] for r in level]
+        position = {("split", i): i for i in range(n_splits)}
+        position.update((("reach", r), n_splits + i) for i, r in enumerate(order))
+        weight = np.zeros((n_splits + len(order), len(forms)), dtype=np.int64)
+        for j, (weights, _) in enumerate(forms):
+            for var, w in weights.items():
+                weight[position[var], j] = w
+        return weight, np.array([form[1] for form in forms], dtype=np.int64)
 
 
 def _table_offset(leaves: np.ndarray) -> int:

@@ -271,6 +271,16 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
         if hasattr(model, "classes_"):
             np.testing.assert_array_equal(client_model.labels_from_dequantized(y), model.predict(X_test))
 
+    # a small tree's client sends 3 unary digits per feature; specs written before that have
+    # no "digits" field and mean 2
+    data = ClientSpec.from_model(DecisionTreeRegressor(max_depth=2).fit(X_r, y_r)).to_json()
+    assert data["inputs"][0]["encoding"] == "unary_digits" and data["inputs"][0]["digits"] == 3
+    del data["inputs"][0]["digits"]
+    assert ClientSpec.from_json(data).build_model().quantized_module_.input_quantizer.n_digits == 2
+    data["inputs"][0]["digits"] = True
+    with pytest.raises(ValueError, match="unary digits must be 2 or 3, got 'True'"):
+        ClientSpec.from_json(data)
+
 
 def test_public_deployment_api_is_documented():
     import inspect

@@ -13,9 +13,10 @@ from fhe_sklearn.quantization.compile_options import default_configuration
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity): what
 # benchmarks/results/lean.md reports (1.00-1.01x); the ceiling is 0.25x Concrete ML's
-# (DT 1.7e9, XGB 1.6e10, RF 3.5e10). Two precisions: 2-bit comparisons, leaf lookups.
+# (DT 1.7e9, XGB 1.6e10, RF 3.5e10). The tree (22 lookups): one 3-bit precision; the
+# ensembles (over 100 lookups): 2-bit comparisons and leaf lookups, two precisions.
 TREE_CASES = [
-    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 2, 1.37e9),
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 1.47e9),
     ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 2, 1.12e10),
     (
         "RandomForestClassifier",
@@ -33,17 +34,29 @@ def _precisions(circuit):
     return len(circuit.statistics["programmable_bootstrap_count_per_parameter"])
 
 
+@pytest.mark.parametrize("n_digits", [2, 3])
 @pytest.mark.parametrize("n_bits", range(1, 9))
-def test_unary_digits_compare_exactly(n_bits):
-    quantizer = UnaryDigitQuantizer(UniformQuantizer(QuantizationOptions(n_bits), scale=1.0, zero_point=0))
+def test_unary_digits_compare_exactly(n_bits, n_digits):
+    quantizer = UnaryDigitQuantizer(UniformQuantizer(QuantizationOptions(n_bits), scale=1.0, zero_point=0), n_digits)
     q = np.arange(2**n_bits)
     bits = quantizer.quant(q[:, None].astype(np.float64))
-    assert bits.shape == (len(q), 2 ** (n_bits - n_bits // 2) + 2 ** (n_bits // 2) - 2)
+    assert sum(quantizer.digit_bits) == n_bits and len(quantizer.digit_bits) == min(n_digits, n_bits)
+    assert bits.shape == (len(q), sum(2**b - 1 for b in quantizer.digit_bits))
     assert set(np.unique(bits)) <= {0, 1}
     for k in range(2**n_bits - 1):
-        columns, constant = quantizer.comparison(0, k)
-        assert len(columns) <= 3
-        np.testing.assert_array_equal(bits[:, columns].sum(axis=1) + constant >= 2, q <= k)
+        weights, constant = quantizer.comparison(0, k)
+        assert len(weights) <= 2 * len(quantizer.digit_bits) - 1
+        sums = bits[:, list(weights)] @ np.array(list(weights.values()), dtype=np.int64) + constant
+        assert 0 <= sums.min() and sums.max() < 2**quantizer.lookup_bits  # the lookup's width
+        np.testing.assert_array_equal(sums >= quantizer.threshold, q <= k)
+
+
+def test_unary_digit_widths():
+    # 6 bits: 14 unary bits per feature with 2 digits (3 + 3 bits), 9 with 3 (2 + 2 + 2)
+    base = UniformQuantizer(QuantizationOptions(6), scale=1.0, zero_point=0)
+    assert UnaryDigitQuantizer(base).width == 14 and UnaryDigitQuantizer(base, 3).width == 9
+    with pytest.raises(ValueError, match="n_digits must be 2 or 3"):
+        UnaryDigitQuantizer(base, 4)
 
 
 @pytest.mark.parametrize(("name", "params", "dataset", "max_bits", "precisions", "complexity"), TREE_CASES)
@@ -55,10 +68,14 @@ def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, co
     assert circuit.graph.maximum_integer_bit_width() <= max_bits
     assert _precisions(circuit) <= precisions
     assert circuit.complexity <= complexity
-    # every comparison is one lookup on a 2-bit sum of the client's unary digits
-    splits = next(op for op in model.quantized_module_.ops if op.name == "splits")
-    assert circuit.programmable_bootstrap_count == len(splits.ks) + len(model.quantized_module_.ops[2].tables)
-    assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, 14 * X_test.shape[1])
+    # one lookup per comparison, per leaf lookup and per reach bit; one precision: 3 digits
+    # per feature (9 unary bits), every lookup on 3 bits; two: 2 digits (14 bits), 2-bit comparisons
+    ops = {op.name: op for op in model.quantized_module_.ops}
+    lookups = [op for op in ops.values() if op.op_type == "TableLookup"]
+    assert circuit.programmable_bootstrap_count == len(ops["splits"].ks) + sum(len(op.tables) for op in lookups)
+    width = 9 if precisions == 1 else 14
+    assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, width * X_test.shape[1])
+    assert ops["splits"].lookup_bits == (3 if precisions == 1 else 2)
 
 
 def test_network_accumulators_are_truncated():

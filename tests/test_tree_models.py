@@ -14,6 +14,7 @@ from fhe_sklearn import (
     XGBClassifier,
     XGBRegressor,
 )
+from fhe_sklearn._tree_lowering import FlatTree, lower_trees
 
 CLASSIFIERS = [
     (DecisionTreeClassifier, {"max_depth": 5, "random_state": 0}),
@@ -91,6 +92,35 @@ def test_pbs_are_shared_splits_plus_leaf_tables(cancer):
     # the reference circuit needs 1280 PBS for this model; aim was <= 0.2x
     assert circuit.programmable_bootstrap_count <= 0.2 * 1280
     assert circuit.graph.maximum_integer_bit_width() <= 12
+
+
+def test_deep_chain_reaches_leaves_through_nested_reach_lookups():
+    # a chain 20 nodes deep, each with a leaf on its left: 41 lookups, so one 3-bit precision,
+    # and a leaf lookup reads at most 3 terms: the deep ones start from reach bits of
+    # ancestors, themselves nested (prefixes of 17 > 7 decisions), three levels
+    depth, n_features = 20, 4
+    inner = np.arange(depth)
+    left = np.full(2 * depth + 1, -1)
+    right = np.full(2 * depth + 1, -1)
+    left[inner], right[inner] = depth + 1 + inner, inner + 1
+    right[depth - 1] = depth  # the last inner node's right child is a leaf too
+    feature = np.where(np.arange(2 * depth + 1) < depth, np.arange(2 * depth + 1) % n_features, -2)
+    threshold = np.where(np.arange(2 * depth + 1) < depth, np.linspace(-2, 2, 2 * depth + 1), -2.0)
+    value = np.arange(2 * depth + 1, dtype=np.float64)[:, None]
+    chain = FlatTree(left, right, feature, threshold, value, columns=np.array([0]))
+    X = np.random.default_rng(0).uniform(-2.5, 2.5, size=(4000, n_features))
+    X[:, 0] = np.linspace(-2.5, 2.5, 4000)  # every depth is reached
+    module = lower_trees([chain], 1, X, n_bits_inputs=8, n_bits_leaves=6, quantization="splits")  # exact bins
+    lookups = [op.name for op in module.ops if op.op_type == "TableLookup"]
+    assert lookups == ["reach_1", "reach_2", "reach_3", "leaves"]
+    expected = chain.predict_float(X, 1)
+    assert len(np.unique(chain.leaf_index(X))) > 10
+    disabled = module.forward(X)
+    np.testing.assert_allclose(disabled, expected, atol=0.5)
+    circuit = module.compile(X)
+    assert len(circuit.statistics["programmable_bootstrap_count_per_parameter"]) == 1
+    x_q = module.quantize_input(X[::40])
+    np.testing.assert_array_equal(module.quantized_forward(x_q, fhe="simulate"), module.quantized_forward(x_q))
 
 
 @pytest.mark.fhe_execute

@@ -155,7 +155,7 @@ def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
     from ..quantization.unary import UnaryDigitQuantizer
 
     if isinstance(quantizer, UnaryDigitQuantizer):  # trees: the base grid, sent as unary digits
-        return {**_quantizer_to_json(quantizer.base, what), "encoding": UNARY_DIGITS}
+        return {**_quantizer_to_json(quantizer.base, what), "encoding": UNARY_DIGITS, "digits": quantizer.n_digits}
     options = quantizer.options
     if isinstance(quantizer, ThresholdBinQuantizer):
         return {
@@ -185,8 +185,11 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
         encoding = data["encoding"]
         if encoding != UNARY_DIGITS:
             raise ValueError(f"{what}: unknown input encoding {str(encoding)[:40]!r}")
-        checked = _check_quantizer({k: v for k, v in data.items() if k != "encoding"}, what)
-        return {**checked, "encoding": encoding}
+        digits = data.get("digits", 2)  # specs written before 3-digit encodings have none
+        if type(digits) is not int or digits not in (2, 3):
+            raise ValueError(f"{what}: unary digits must be 2 or 3, got {str(digits)[:40]!r}")
+        checked = _check_quantizer({k: v for k, v in data.items() if k not in ("encoding", "digits")}, what)
+        return {**checked, "encoding": encoding, "digits": digits}
     name, shape = data.get("name"), data.get("shape")
     if not isinstance(name, str) or len(name) > MAX_STRING:
         raise ValueError(f"{what}: invalid name")
@@ -262,7 +265,8 @@ class ClientSpec:
     inputs : list of dict
         One quantizer per circuit input (``"kind"``: ``"uniform"`` with scale, zero point,
         n_bits, qmin/qmax; or ``"bins"`` with the split points per feature; ``"encoding":
-        "unary_digits"`` when the client sends each integer as unary digits, as for trees).
+        "unary_digits"`` and ``"digits"`` (2 or 3; 2 if absent) when the client sends each
+        integer as unary digits, as for trees).
     outputs : list of dict
         One de-quantization per circuit output: scale, zero point, integer range lo/hi.
     attributes : dict
@@ -457,7 +461,7 @@ class ClientModule:
             if q.get("encoding") == UNARY_DIGITS:
                 if quantizer.options.qmin != 0:
                     raise ValueError(f"client spec input {q['name']}: unary digits need an unsigned grid")
-                quantizer = UnaryDigitQuantizer(quantizer)
+                quantizer = UnaryDigitQuantizer(quantizer, n_digits=q.get("digits", 2))
             self.input_quantizers.append(quantizer)
         self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
 

@@ -104,6 +104,8 @@ class QuantizedTableLookup(QuantizedOp):
     """Position ``i`` of the input indexes its own table: ``out[i] = tables[i, x[i] - offset]``.
 
     One PBS per position; the output is read with ``output_scale`` (zero point 0).
+    ``lookup_bits`` widens the input the lookup reads (at least its own width), so it shares
+    the PBS precision of the circuit's other lookups.
     """
 
     op_type = "TableLookup"
@@ -111,12 +113,20 @@ class QuantizedTableLookup(QuantizedOp):
     is_univariate = True
 
     def __init__(
-        self, name: str, tables: Any, offset: int = 0, output_scale: float = 1.0, *, inputs: list[str] | None = None
+        self,
+        name: str,
+        tables: Any,
+        offset: int = 0,
+        output_scale: float = 1.0,
+        lookup_bits: int | None = None,
+        *,
+        inputs: list[str] | None = None,
     ) -> None:
         super().__init__(name, inputs=inputs)
         self.tables = np.asarray(tables, dtype=np.int64)
         self.offset = int(offset)
         self.output_scale = float(output_scale)
+        self.lookup_bits = None if lookup_bits is None else int(lookup_bits)
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         s = self.input_specs[0]

@@ -236,6 +236,9 @@ class QuantizedModule:
             args = [values[n] for n in head.inputs]
             if any(op.is_univariate for op in group):
                 table = self._chain(group)
+                if tracing and getattr(head, "lookup_bits", None):
+                    width = max(head.lookup_bits, head.input_specs[0].bit_width)
+                    args[0] = fhe.hint(args[0], bit_width=width)
                 out = fhe.univariate(table)(args[0]) if tracing else table(args[0])
             elif len(group) > 1:
                 out = args[0]
