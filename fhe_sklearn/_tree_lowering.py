@@ -228,10 +228,6 @@ class _LeafSlot:
     q_right: int
     multiplier: int
 
-    @property
-    def depth(self) -> int:
-        return len(self.path) - 1
-
 
 class _TreeCircuit:
     """Collects the leaf slots of every tree, then builds their one shared circuit."""

@@ -126,6 +126,35 @@ def test_bare_quantized_module(scaled_diabetes, tmp_path):
     np.testing.assert_array_equal(result, module.forward(X_test[:2], fhe="simulate"))
 
 
+def test_bare_module_post_processing_reaches_the_client(rng):
+    """A bare module's post_processing (an imported network's final softmax) travels in the
+    client spec, and the client applies it after de-quantizing, as Concrete ML's client does."""
+    from scipy.special import softmax
+
+    from fhe_sklearn.deployment.client_spec import ClientSpec
+    from fhe_sklearn.quantization import GraphBuilder
+    from fhe_sklearn.quantization.post_training import input_quantizer
+
+    a = rng.normal(size=(60, 4))
+    builder = GraphBuilder()
+    builder.input(input_quantizer(a, 4))
+    builder.add("Gemm", weight=rng.normal(size=(4, 3)), bias=np.zeros(3), n_bits=4)
+    module = builder.build(a, post_processing="softmax")
+    spec = ClientSpec.from_model(module)
+    data = json.loads(json.dumps(spec.to_json()))
+    assert data["post_processing"] == "softmax"
+    client = ClientSpec.from_json(data).build_model()
+    y = client.dequantize_output(module.quantized_forward(module.quantize_input(a[:5])))
+    np.testing.assert_allclose(client.output_from_dequantized(y), softmax(y, axis=1))
+    np.testing.assert_array_equal(module.post_process(y), client.output_from_dequantized(y))
+    # older specs have no field: nothing applied; a wrong name, or one on an estimator, is refused
+    del data["post_processing"]
+    assert ClientSpec.from_json(data).build_model().output_from_dequantized(y) is y
+    for estimator, post in ((None, "exp"), ("LinearRegression", "softmax")):
+        with pytest.raises(ValueError, match=r"post_processing .* is not one of"):
+            ClientSpec.from_json({**data, "estimator": estimator, "post_processing": post})
+
+
 @pytest.mark.fhe_execute
 def test_module_with_two_inputs_and_two_outputs(rng, tmp_path):
     """What torch/ONNX import will deploy: a bare graph with several inputs and outputs."""

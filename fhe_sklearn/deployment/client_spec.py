@@ -271,6 +271,10 @@ class ClientSpec:
         One de-quantization per circuit output: scale, zero point, integer range lo/hi.
     attributes : dict
         The estimator's client-side state, as allowed by its ``_client_attributes``.
+    post_processing : str or None
+        A bare module's ``post_processing`` (e.g. the final softmax of an imported network),
+        which the client applies after de-quantizing; None for estimators, which post-process
+        themselves. Written only when set, so older specs read as None.
     """
 
     estimator: str | None
@@ -279,6 +283,7 @@ class ClientSpec:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     attributes: dict[str, Any] = field(default_factory=dict)
+    post_processing: str | None = None
 
     # -- from a model --------------------------------------------------------------------
     @classmethod
@@ -324,7 +329,8 @@ class ClientSpec:
             for n, s in zip(module.output_names, module.output_specs)
         ]
         n_features = int(np.prod(module.input_shapes[0]))
-        spec = cls(estimator, n_features, names, inputs, outs, attributes)
+        post = module.post_processing if estimator is None else None
+        spec = cls(estimator, n_features, names, inputs, outs, attributes, post)
         return cls.from_json(spec.to_json())  # the saved form is the checked one
 
     # -- JSON ----------------------------------------------------------------------------
@@ -341,7 +347,7 @@ class ClientSpec:
                 out[key] = value
             return out
 
-        return {
+        data = {
             "estimator": self.estimator,
             "n_features_in": self.n_features_in,
             "feature_names": self.feature_names,
@@ -351,6 +357,9 @@ class ClientSpec:
                 k: (encode_array(v, k) if isinstance(v, np.ndarray) else v) for k, v in self.attributes.items()
             },
         }
+        if self.post_processing is not None:
+            data["post_processing"] = self.post_processing
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> ClientSpec:
@@ -363,12 +372,19 @@ class ClientSpec:
         """
         if not isinstance(data, dict):
             raise ValueError("client spec: expected an object")
-        _expect_keys(
-            data, {"estimator", "n_features_in", "feature_names", "inputs", "outputs", "attributes"}, "client spec"
-        )
+        keys = {"estimator", "n_features_in", "feature_names", "inputs", "outputs", "attributes"}
+        _expect_keys(data, keys | ({"post_processing"} & set(data)), "client spec")
         estimator = data["estimator"]
         if estimator is not None and (not isinstance(estimator, str) or estimator not in _public_estimators()):
             raise ValueError(f"client spec: unknown estimator {str(estimator)[:60]!r}")
+        from ..quantization.module import POST_PROCESSING
+
+        post = data.get("post_processing")
+        if post is not None and (estimator is not None or post not in POST_PROCESSING):
+            raise ValueError(
+                f"client spec: post_processing {str(post)[:40]!r} is not one of {list(POST_PROCESSING)} "
+                "or belongs to an estimator (only a bare module carries one)"
+            )
         n = data["n_features_in"]
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_FEATURES:
             raise ValueError("client spec: n_features_in must be a positive integer")
@@ -394,7 +410,7 @@ class ClientSpec:
         if unexpected:
             raise ValueError(f"client spec: {estimator} does not allow the client attributes {unexpected[:10]}")
         decoded = {k: _decode_value(v, allowed[k], f"client spec {k}") for k, v in attributes.items()}
-        return cls(estimator, n, names, inputs, outputs, decoded)
+        return cls(estimator, n, names, inputs, outputs, decoded, post)
 
     # -- the client model ----------------------------------------------------------------
     def build_model(self) -> Any:
@@ -464,6 +480,7 @@ class ClientModule:
                 quantizer = UnaryDigitQuantizer(quantizer, n_digits=q.get("digits", 2))
             self.input_quantizers.append(quantizer)
         self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
+        self.post_processing = spec.post_processing
 
     @property
     def input_quantizer(self) -> Any:
@@ -503,5 +520,7 @@ class ClientModule:
         )
 
     def output_from_dequantized(self, y: Any) -> Any:
-        """A bare module has no post-processing: the de-quantized outputs are the result."""
-        return y
+        """The de-quantized outputs after the module's ``post_processing`` (if any)."""
+        from ..quantization.module import apply_post_processing
+
+        return apply_post_processing(y, self.post_processing)

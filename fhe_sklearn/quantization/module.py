@@ -25,6 +25,21 @@ DEFAULT_GLOBAL_P_ERROR = 1e-7
 POST_PROCESSING = ("softmax", "log_softmax", "argmax")
 
 
+def apply_post_processing(y: Any, post_processing: str | None) -> Any:
+    """``post_processing`` (one of :data:`POST_PROCESSING`, or None: nothing) on de-quantized
+    outputs, over their last axis; on each output of a tuple."""
+    if isinstance(y, tuple):
+        return tuple(apply_post_processing(v, post_processing) for v in y)
+    if post_processing is None:
+        return y
+    from scipy import special
+
+    functions = {"softmax": special.softmax, "log_softmax": special.log_softmax, "argmax": np.argmax}
+    if post_processing not in functions:
+        raise ValueError(f"post_processing must be None or one of {list(POST_PROCESSING)}, got {post_processing!r}")
+    return functions[post_processing](np.asarray(y, dtype=np.float64), axis=-1)
+
+
 class FheMode(str, Enum):
     """How a prediction runs: integers in numpy, FHE simulation, or real encryption."""
 
@@ -359,6 +374,10 @@ class QuantizedModule:
             return [np.empty((0,), dtype=np.int64) for _ in self.output_names]
         per_output = zip(*[o if isinstance(o, tuple) else (o,) for o in outs])
         return [np.concatenate([np.asarray(v) for v in values], axis=0).astype(np.int64) for values in per_output]
+
+    def post_process(self, y: Any) -> Any:
+        """Apply ``post_processing`` to de-quantized outputs (what a deployed client does)."""
+        return apply_post_processing(y, self.post_processing)
 
     def forward(self, *x: Any, fhe: str | FheMode = "disable", n_jobs: int | None = 1) -> Any:
         """quantize_input → quantized_forward → dequantize_output."""
