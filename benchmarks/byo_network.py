@@ -129,7 +129,7 @@ def write(rows: list[dict], notes: str) -> str:
 NOTES = (
     "sklearn digits (8x8, 1437 train / 360 test); accumulators rounded to 6 bits before every lookup "
     "(rounding_threshold_bits=6); max bits is the widest leveled integer (a 16-bit accumulator), lookups "
-    "read 6 bits; one row executed after a warm-up run, on a shared 2-core machine."
+    "read 6 bits; one row executed after a warm-up run, on the 2-core machine."
 )
 
 
