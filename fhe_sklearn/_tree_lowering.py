@@ -285,10 +285,7 @@ class _TreeCircuit:
             *ancestors, own = slot.path
             # a leaf lookup reads bit(p) + 2 * (terms that are 1 on the path to p): with one
             # precision at most LEAF_TERMS terms, the first one a deep ancestor's reach bit
-            terms = [forms.agreement(d) for d in ancestors]
-            split = 0 if leaf_terms is None else len(ancestors) - leaf_terms + 1
-            if split > 1:
-                terms = [forms.reach(tuple(ancestors[:split])), *terms[split:]]
+            terms = forms.terms(ancestors, leaf_terms)
             sums.append(_add(forms.bit(own), *(_scaled(t, 2) for t in terms)))
             depths.append(len(terms))
         width = 2 * max(depths) + 2
@@ -376,14 +373,20 @@ class _PathForms:
         """1 when the sample goes the way the path does at ``d``."""
         return self.bit(d) if d.went_left else _add(({}, 1), _scaled(self.bit(d), -1))
 
+    def terms(self, decisions: list[_Decision] | tuple[_Decision, ...], limit: int | None) -> list[_Form]:
+        """The agreement of each decision, at most ``limit`` terms (None: no limit): a longer
+        path starts with the reach bit of its head instead."""
+        terms = [self.agreement(d) for d in decisions]
+        head = 0 if limit is None else len(decisions) - limit + 1
+        if head > 1:
+            terms = [self.reach(tuple(decisions[:head])), *terms[head:]]
+        return terms
+
     def reach(self, prefix: tuple[_Decision, ...]) -> _Form:
         """A form equal to 1 when every decision of ``prefix`` holds, else 0."""
         if prefix in self._by_prefix:
             return self._by_prefix[prefix]
-        head = len(prefix) - REACH_TERMS + 1
-        terms = [self.agreement(d) for d in prefix]
-        if head > 1:
-            terms = [self.reach(prefix[:head]), *terms[head:]]
+        terms = self.terms(prefix, REACH_TERMS)
         total, target = _add(*terms), len(terms)
         variables = list(total[0])
         if len(variables) <= 1:  # a constant or one bit's affine function: no lookup
