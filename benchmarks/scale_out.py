@@ -39,7 +39,7 @@ from benchmarks import common
 from fhe_sklearn import DecisionTreeClassifier, XGBClassifier
 from fhe_sklearn.cli import exit_with_status
 from fhe_sklearn.deployment import batch
-from fhe_sklearn.quantization.module import DEFAULT_GLOBAL_P_ERROR
+from fhe_sklearn.quantization.compile_options import DEFAULT_GLOBAL_P_ERROR
 
 
 def _timed(fn: Any) -> tuple[Any, float]:

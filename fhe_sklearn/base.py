@@ -12,8 +12,11 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import serialization
+from .agreement import check_agreement
 from .quantization import QuantizedModule
 from .quantization.post_training import resolve_n_bits
+from .serialization.allowed import register_estimator
 
 
 class FHEEstimatorMixin:
@@ -49,6 +52,7 @@ class FHEEstimatorMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        register_estimator(cls)  # model files may name it if the package exports it
         if "_sklearn_class" in cls.__dict__ and "__init__" not in cls.__dict__:
             parameters = [
                 p.replace(default=cls._default_overrides[p.name]) if p.name in cls._default_overrides else p
@@ -128,8 +132,6 @@ class FHEEstimatorMixin:
     def _check_quantization_agreement(self, X: np.ndarray) -> None:
         """Warn (QuantizationAgreementWarning) when the integer model departs from the float
         model on the calibration data; the measure is kept as ``quantization_agreement_``."""
-        from .agreement import check_agreement
-
         self.quantization_agreement_ = check_agreement(self, X, self._agreement_advice)
 
     def _float_predict(self, X: np.ndarray) -> np.ndarray:
@@ -153,15 +155,11 @@ class FHEEstimatorMixin:
 
     def dumps(self) -> str:
         """This fitted model as JSON (see :mod:`fhe_sklearn.serialization`)."""
-        from .serialization import dumps
-
-        return dumps(self)
+        return serialization.dumps(self)
 
     def dump(self, file: Any) -> None:
         """Write this fitted model as JSON to a path or text file object."""
-        from .serialization import dump
-
-        dump(self, file)
+        serialization.dump(self, file)
 
     def __sklearn_tags__(self) -> Any:
         # target and input constraints are the float model's (multi-output, positive y...)

@@ -17,7 +17,7 @@ from sklearn import tree as sk_tree
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._tree_lowering import FlatTree, lower_trees, threshold_grid
+from ._tree_lowering import QUANTIZATION_MODES, FlatTree, lower_trees, threshold_grid
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
 from .exceptions import QuantizationAgreementWarning
 from .quantization import QuantizedModule
@@ -102,6 +102,8 @@ class _TreeModel(FHEEstimatorMixin):
 
     def _check_fhe_params(self) -> None:
         self._tree_n_bits()
+        if self.quantization not in QUANTIZATION_MODES:
+            raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}")
 
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()

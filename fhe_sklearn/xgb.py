@@ -47,6 +47,10 @@ class _XGBModel:
 
     _client_attributes: ClassVar[dict[str, type]] = {"base_margin_": np.ndarray, "objective": str}
 
+    def _check_fhe_params(self) -> None:
+        super()._check_fhe_params()
+        self._check_supported()  # the objective is a parameter: checked before fitting and at load
+
     def _check_supported(self) -> None:
         if self.objective not in _IDENTITY | _EXP | _CLASSIFICATION:
             raise ValueError(f"{type(self).__name__}: objective {self.objective!r} is not supported in FHE")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fhe_sklearn
 from fhe_sklearn import serialization
-from fhe_sklearn.serialization.allowed import estimators, quantization_classes
+from fhe_sklearn.serialization.allowed import estimator_class, estimator_names, quantization_classes
 
 ALL = [name for name in fhe_sklearn.__all__ if name[0].isupper()]
 SMALL = {"n_estimators": 3, "max_depth": 2, "max_epochs": 5, "random_state": 0}
@@ -44,7 +44,9 @@ def _objects(node):
 
 
 def test_every_public_estimator_is_allowed_and_nothing_else():
-    assert sorted(estimators()) == sorted(ALL)
+    assert estimator_names() == sorted(ALL)
+    assert all(estimator_class(name) is getattr(fhe_sklearn, name) for name in ALL)
+    assert estimator_class("dump") is None and estimator_class("FHEEstimatorMixin") is None
     assert all(isinstance(cls, type) for cls in quantization_classes().values())
     assert "FloatNetClassifier" not in quantization_classes() and "main" not in quantization_classes()
 
@@ -149,6 +151,16 @@ def _fields(data, *path):
 
 def _loads(data):
     return fhe_sklearn.loads(json.dumps(data))
+
+
+def test_a_subclass_outside_the_package_is_not_saved(cancer):
+    class LogisticRegression(fhe_sklearn.LogisticRegression):  # same name, not the package's class
+        pass
+
+    X_train, _, y_train, _ = cancer
+    with pytest.raises(TypeError, match="only fhe_sklearn estimators are saved"):
+        LogisticRegression(n_bits=4).fit(X_train[:40], y_train[:40]).dumps()
+    assert estimator_class("LogisticRegression") is fhe_sklearn.LogisticRegression
 
 
 def test_cli_main_is_never_called(logistic_file, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from .client_spec import ClientModule, ClientSpec
 from .dev import FHEModelDev
 from .http_client import HTTPClient
 from .key_cache import EvaluationKeyCache
-from .server_side import FHEModelServer
+from .model_server import FHEModelServer
 
 __all__ = [
     "FORMAT_VERSION",

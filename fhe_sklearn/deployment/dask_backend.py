@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .batch import MAX_RESUBMITS, WORKER_CACHE_SIZE, ServerBundle, progress_bar, score_chunk, split
+from .workers import MAX_RESUBMITS, WORKER_CACHE_SIZE, ServerBundle, progress_bar, score_chunk, split
 
 _clients: dict[str, Any] = {}
 _scattered: OrderedDict[tuple[str, str, str], Any] = OrderedDict()

@@ -4,6 +4,6 @@
 from .artifacts import CLIENT_FILE, SERVER_FILE, read_client_file
 from .client import FHEModelClient
 from .dev import FHEModelDev
-from .server_side import FHEModelServer
+from .model_server import FHEModelServer
 
 __all__ = ["CLIENT_FILE", "SERVER_FILE", "FHEModelClient", "FHEModelDev", "FHEModelServer", "read_client_file"]

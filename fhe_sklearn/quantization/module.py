@@ -12,15 +12,13 @@ import numpy as np
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec
+from .compile_options import resolve_compile_options
+from .execution import forget_circuit, get_backend
 from .quantizers import UniformQuantizer, check_finite
 
 #: rows of the calibration set used to trace the circuit; bit-widths come from static
 #: worst-case bounds (hints), so more rows would only slow compilation down
 MAX_INPUTSET_ROWS = 100
-#: error budget of a whole circuit run when the caller sets none. concrete's default (1e-5)
-#: gave 2 wrong rows in 890 simulated runs of a 184-PBS forest; 1e-7 gave none in 5304, for
-#: ~1.6x the latency of that default
-DEFAULT_GLOBAL_P_ERROR = 1e-7
 #: what a client may apply to a module's outputs after de-quantizing them
 POST_PROCESSING = ("softmax", "log_softmax", "argmax")
 
@@ -343,8 +341,7 @@ class QuantizedModule:
         tuple for several outputs).
         """
         mode = validate_fhe_mode(fhe)
-        if backend not in (None, "threads", "processes", "dask"):
-            raise ValueError(f"backend must be 'threads', 'processes' or 'dask', got {backend!r}")
+        runner = get_backend(backend)
         self._check_calibrated()
         self._check_n_inputs(x_q)
         xs = [self._check_quantized_input(v, i) for i, v in enumerate(x_q)]
@@ -360,12 +357,7 @@ class QuantizedModule:
             outs = [self.fhe_circuit.simulate(*r) for r in rows]
         else:
             self.keygen()
-            if backend in (None, "threads"):
-                outs = _map_rows(lambda r: self.fhe_circuit.encrypt_run_decrypt(*r), rows, n_jobs, progress)
-            else:
-                from ..deployment.batch import execute_rows
-
-                outs = execute_rows(self.fhe_circuit, rows, backend, n_jobs, progress)
+            outs = runner.run_rows(self.fhe_circuit, rows, n_jobs, progress)
         return self._select(self._stack_rows(outs))
 
     def _stack_rows(self, outs: list[Any]) -> list[np.ndarray]:
@@ -430,8 +422,6 @@ class QuantizedModule:
         circuit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in parameters]
         )
-        from .compile_options import resolve_compile_options
-
         options = resolve_compile_options(configuration, p_error, global_p_error, show_mlir, verbose)
         start = time.perf_counter()
         try:
@@ -456,8 +446,6 @@ class QuantizedModule:
         if "keygen" in self.timings and not force:
             return 0.0
         if force:
-            from ..deployment.batch import forget_circuit
-
             forget_circuit(self.fhe_circuit)
         start = time.perf_counter()
         self.fhe_circuit.keygen(force=force)
@@ -467,16 +455,3 @@ class QuantizedModule:
 
 def _elementwise(op: QuantizedOp) -> bool:
     return op.is_univariate or op.is_elementwise
-
-
-def _map_rows(fn: Callable, rows: list, n_jobs: int | None, progress: bool | None) -> list:
-    """Apply ``fn`` to each row with a tqdm bar; ``n_jobs`` threads, since compiled circuits
-    cannot be pickled to worker processes (results checked equal to sequential runs)."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
-    show = len(rows) > 4 if progress is None else progress
-    it = tqdm(rows, desc="FHE execute", disable=not show, leave=False)
-    if n_jobs in (None, 1):
-        return [fn(r) for r in it]
-    return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(fn)(r) for r in it)

@@ -4,33 +4,41 @@ anything else are refused, whatever module they live in."""
 
 from __future__ import annotations
 
-from functools import cache
+from typing import Any
+
+#: every estimator class, registered as it is defined (FHEEstimatorMixin.__init_subclass__)
+_REGISTERED: set[type] = set()
 
 
-@cache
-def estimators() -> dict[str, type]:
-    """Public estimators by class name, from each family's ``__all__``."""
-    import importlib.util
+def register_estimator(cls: type) -> type:
+    """Mark ``cls`` as an estimator class; a file may name it if the package exports it."""
+    _REGISTERED.add(cls)
+    return cls
 
-    from .. import ensemble, glm, linear_model, neighbors, neural_net, svm, tree, xgb
 
-    families = [linear_model, glm, svm, tree, ensemble, xgb, neural_net, neighbors]
-    if importlib.util.find_spec("lightgbm") is not None:  # an optional extra
-        from .. import lgbm
+def estimator_names() -> list[str]:
+    """The public estimators' names, from the package's exports (nothing is imported)."""
+    import fhe_sklearn
 
-        families.append(lgbm)
-    from ..base import FHEEstimatorMixin
+    return sorted(name for name in fhe_sklearn.__all__ if name[0].isupper())
 
-    public = {name: getattr(module, name) for module in families for name in module.__all__}
-    # a family may also export its ops or helpers: only estimator classes may head a file
-    return {name: obj for name, obj in public.items() if isinstance(obj, type) and issubclass(obj, FHEEstimatorMixin)}
+
+def estimator_class(name: Any) -> type | None:
+    """The public estimator called ``name`` (its family imported on demand), or None."""
+    if not isinstance(name, str) or name not in estimator_names():
+        return None
+    import fhe_sklearn
+
+    cls = getattr(fhe_sklearn, name)
+    return cls if cls in _REGISTERED else None
 
 
 def op_classes() -> dict[str, type]:
-    """Quantized ops a saved integer graph may hold: the op registry, by ``op_type``."""
-    from ..quantization.registry import OP_REGISTRY
+    """Quantized ops a saved integer graph may hold: the op registry, by ``op_type``.
 
-    estimators()  # importing every family registers its own ops (e.g. KSmallestMask)
+    A family registers its own ops (e.g. ``KSmallestMask``) when imported, which naming
+    its estimator at the top of the file does first."""
+    from ..quantization.registry import OP_REGISTRY
 
     return dict(OP_REGISTRY)
 

@@ -20,7 +20,7 @@ from sklearn.base import is_classifier
 from .._version import __version__
 from ..quantization.module import QuantizedModule
 from . import _json
-from .allowed import estimators
+from .allowed import estimator_class, estimator_names
 from .objects import encode_object, rebuild_object
 from .values import Decoder, encode, fail
 
@@ -33,7 +33,7 @@ _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_")
 def model_to_dict(model: Any) -> dict[str, Any]:
     """The model file of a fitted estimator, as a JSON-ready dict."""
     cls = type(model)
-    if estimators().get(cls.__name__) is not cls:
+    if estimator_class(cls.__name__) is not cls:
         raise TypeError(f"only fhe_sklearn estimators are saved, not {cls.__module__}.{cls.__qualname__}")
     params = model.get_params(deep=False)
     state = {
@@ -77,9 +77,9 @@ def model_from_dict(data: Any, check_depth: bool = True) -> Any:
     unknown = sorted(set(data) - {"format", "format_version", "library_version", "class", "params", "state"})
     if unknown:
         fail("(top level)", f"unknown keys {unknown}")
-    cls = estimators().get(data.get("class")) if isinstance(data.get("class"), str) else None
+    cls = estimator_class(data.get("class"))
     if cls is None:
-        fail("class", f"{data.get('class')!r} is not a fhe_sklearn estimator; known: {sorted(estimators())}")
+        fail("class", f"{data.get('class')!r} is not a fhe_sklearn estimator; known: {estimator_names()}")
     model = _with_params(cls, data.get("params"))
     state = data.get("state")
     if not isinstance(state, dict):
@@ -106,21 +106,9 @@ def _with_params(cls: type, raw: Any) -> Any:
             float_model = cls._sklearn_class(**model._sklearn_params())
             if hasattr(float_model, "_parameter_constraints"):
                 float_model._validate_params()
-        _check_family_params(model)
     except (ValueError, TypeError) as err:
         fail("params", str(err))
     return model
-
-
-def _check_family_params(model: Any) -> None:
-    """What the families check at fit time but a loaded model's predictions also rely on."""
-    from .._tree_lowering import QUANTIZATION_MODES
-    from ..xgb import _CLASSIFICATION, _EXP, _IDENTITY, _XGBModel
-
-    if hasattr(model, "quantization") and model.quantization not in QUANTIZATION_MODES:
-        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {model.quantization!r}")
-    if isinstance(model, _XGBModel) and model.objective not in _IDENTITY | _EXP | _CLASSIFICATION:
-        raise ValueError(f"objective {model.objective!r} is not supported in FHE")
 
 
 # -- fitted attributes ---------------------------------------------------------------------
