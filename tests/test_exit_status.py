@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sklearn.datasets import load_wine
 
 from fhe_sklearn.cli import main
@@ -32,13 +33,16 @@ def run(args, cwd):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_pytest_run_failing_after_a_circuit_exits_non_zero(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_pytest_run_failing_after_a_circuit_exits_non_zero(tmp_path, workers):
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
     body = FAILS_AFTER_A_CIRCUIT.replace("\n", "\n    ")
-    (tmp_path / "test_fails.py").write_text(f"def test_fails():{body}\n")
-    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], tmp_path)
+    # with xdist, the circuit runs (and the test fails) in a worker; the second test passes
+    (tmp_path / "test_fails.py").write_text(f"def test_fails():{body}\n\n\ndef test_passes():\n    pass\n")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, str(tmp_path)]
+    done = run(command, tmp_path)
     assert "failing on purpose after a circuit ran" in done.stdout
-    assert "1 failed" in done.stdout
+    assert "1 failed, 1 passed" in done.stdout
     assert done.returncode == 1
 
 
