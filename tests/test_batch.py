@@ -156,5 +156,5 @@ def test_estimator_predict_on_processes_and_dask(scaled_wine):
     with _cluster() as cluster, distributed.Client(cluster):
         np.testing.assert_array_equal(model.predict_proba(rows, fhe="execute", backend="dask"), expected)
         np.testing.assert_array_equal(model.predict(rows, fhe="execute", backend="dask"), expected.argmax(1))
-    with pytest.raises(ValueError, match="backend must be 'threads', 'processes' or 'dask'"):
+    with pytest.raises(ValueError, match="backend must be 'threads', 'dask' or 'processes', got 'gpu'"):
         model.predict(rows, fhe="execute", backend="gpu")

@@ -69,8 +69,8 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 
 
 def backend_names() -> list[str]:
-    """Every back-end name, the built-in one first."""
-    return list(dict.fromkeys([*_registered, *_entry_points()]))
+    """Every back-end name: the built-in one first, then the others sorted."""
+    return ["threads", *sorted((set(_registered) | set(_entry_points())) - {"threads"})]
 
 
 def get_backend(name: str | None) -> RowBackend:
