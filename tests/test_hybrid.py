@@ -45,7 +45,7 @@ def test_transformer_disable_equals_simulate_and_tracks_float(compiled_gpt2, tok
     report = compiled_gpt2.bit_width_report(print_table=False)
     # linear layers: no lookup, the accumulator leaves the circuit at full width
     assert [r["pbs"] for r in report] == [0, 0] and all(16 < r["accumulator_bits"] <= 32 for r in report)
-    sweep = compiled_gpt2.sweep_n_bits(x, n_bits=(3, 8), print_table=False)
+    sweep = compiled_gpt2.report(x, n_bits=(3, 8))["sweep"]
     assert [(r["n_bits"], r["modules"]) for r in sweep] == [(b, m) for b in (3, 8) for m in (*REMOTE, "all")]
     by_bits = {r["n_bits"]: r["score"] for r in sweep if r["modules"] == "all"}
     assert by_bits[8] >= by_bits[3] and by_bits[8] >= 0.9

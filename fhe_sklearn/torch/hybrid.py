@@ -412,6 +412,14 @@ class HybridFHEModel:
             print(_table(rows))
         return rows
 
+    def report(self, x: Any, n_bits: Sequence[int] = (4, 5, 6, 7, 8), score: Any = None) -> dict[str, list]:
+        """Print the per-layer bit-width report and the accuracy-vs-n_bits sweep on ``x``
+        (see :meth:`bit_width_report` and :meth:`sweep_n_bits`); returns both tables' rows."""
+        print("Per-layer bit widths:")
+        widths = self.bit_width_report()
+        print("\nAccuracy against n_bits (each layer alone, then all together):")
+        return {"bit_widths": widths, "sweep": self.sweep_n_bits(x, n_bits=n_bits, score=score)}
+
     def _run_modes(self, x: Any, modes: dict[str, str]) -> Any:
         """The network with some sub-modules as integers, the others in float."""
         was_training = self.model.training
