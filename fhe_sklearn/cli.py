@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> Any:
     r.add_argument("--server", default=None, help="URL of a `serve` server; default: run the server side here")
     r.add_argument("--api-key-file", default=None, help="the --server's API key for key uploads, if it has one")
     r.set_defaults(func=predict_command)
-    s = commands.add_parser("serve", help="serve a deployment directory over HTTP")
+    s = commands.add_parser(
+        "serve", help="serve a deployment directory (or a HybridFHEModel's server copy, one app per module) over HTTP"
+    )
     s.add_argument("deployment_dir")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)

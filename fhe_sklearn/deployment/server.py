@@ -389,6 +389,13 @@ def serve(deployment_dir: str, host: str, port: int, key_dir: str, settings: Ser
     """Run the server with uvicorn (no access log: the structured request log replaces it)."""
     import uvicorn
 
+    from .hybrid import is_hybrid_deployment
+
     configure_logging()
-    app = create_app(deployment_dir, key_dir, settings)
+    if is_hybrid_deployment(deployment_dir):  # a HybridFHEModel's server copy: one app per module
+        from .hybrid_server import create_hybrid_app
+
+        app = create_hybrid_app(deployment_dir, key_dir, settings)
+    else:
+        app = create_app(deployment_dir, key_dir, settings)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)

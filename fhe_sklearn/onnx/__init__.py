@@ -24,6 +24,7 @@ def compile_onnx_model(
     global_p_error: float | None = None,
     configuration: fhe.Configuration | None = None,
     verbose: bool = False,
+    output_accumulator_bits: int = 16,
 ) -> QuantizedModule:
     """Import, quantize and compile an ONNX model.
 
@@ -43,6 +44,10 @@ def compile_onnx_model(
         None keeps full accumulators (each lookup then reads up to 16 bits: slow).
     p_error, global_p_error, configuration, verbose
         As :meth:`QuantizedModule.compile`.
+    output_accumulator_bits : int, default=16
+        Bound of the accumulator of a Gemm/MatMul whose result is an output of the graph
+        (up to 32): no lookup reads it, the client de-quantizes it, so it may be wider than
+        16 bits and keep the weights' precision (a 768-input layer at 8/8 bits needs ~25).
 
     Returns
     -------
@@ -51,7 +56,13 @@ def compile_onnx_model(
         the de-quantized outputs. A final Softmax/LogSoftmax/ArgMax of the graph is not in the
         circuit: ``module.post_processing`` names it, for the client to apply.
     """
-    module = onnx_to_module(onnx_model, X_calib, n_bits=n_bits, rounding_threshold_bits=rounding_threshold_bits)
+    module = onnx_to_module(
+        onnx_model,
+        X_calib,
+        n_bits=n_bits,
+        rounding_threshold_bits=rounding_threshold_bits,
+        output_accumulator_bits=output_accumulator_bits,
+    )
     module.compile(
         X_calib, configuration=configuration, p_error=p_error, global_p_error=global_p_error, verbose=verbose
     )

@@ -25,6 +25,7 @@ from ..quantization.ops import QuantizedUnivariateOp
 from ..quantization.post_training import input_quantizer
 from ..quantization.quantizers import (
     MAX_BIT_WIDTH,
+    MAX_LEVELED_BIT_WIDTH,
     MinMaxQuantizationStats,
     QuantizationOptions,
     UniformQuantizer,
@@ -79,6 +80,10 @@ class _Import:
 
     bits: dict[str, int]
     rounding_threshold_bits: int | None
+    #: bound of a Gemm/MatMul accumulator that is an output of the graph (no lookup reads it)
+    output_accumulator_bits: int = MAX_BIT_WIDTH
+    #: ONNX names of the graph's outputs
+    outputs: set[str] = field(default_factory=set)
     builder: GraphBuilder = field(default_factory=GraphBuilder)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     #: ONNX tensor name → builder value name (encrypted tensors)
@@ -212,6 +217,10 @@ def _per_output(grid: np.ndarray | None, axis: int) -> np.ndarray | None:
 
 
 def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -> str:
+    # an accumulator that leaves the circuit is de-quantized by the client: leveled only, so
+    # it may be wider than a lookup could read
+    leaves = op_type == "Gemm" and node.output[0] in ctx.outputs
+    bound = ctx.output_accumulator_bits if leaves else MAX_BIT_WIDTH
     if params.get("weight_scale") is not None:  # learned integer weights: n_bits cannot help
         hint = "train with fewer weight or activation bits, or prune the layer (fewer inputs per neuron)"
     else:
@@ -224,7 +233,7 @@ def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -
         op_type,
         ctx.value(source, node),
         n_bits=ctx.bits["op_weights"],
-        max_accumulator_bits=MAX_BIT_WIDTH,
+        max_accumulator_bits=bound,
         overflow_hint=hint,
         **params,
     )
@@ -452,11 +461,21 @@ def _fold_constant(node: Any, constants: dict[str, np.ndarray]) -> None:
 
 
 def onnx_to_module(
-    onnx_model: Any, calibration: Any, n_bits: Any = 8, rounding_threshold_bits: int | None = 6
+    onnx_model: Any,
+    calibration: Any,
+    n_bits: Any = 8,
+    rounding_threshold_bits: int | None = 6,
+    output_accumulator_bits: int = MAX_BIT_WIDTH,
 ) -> QuantizedModule:
     """Import ``onnx_model`` and calibrate it on ``calibration`` (an array, or a tuple of
     arrays for a graph of several inputs); see :func:`compile_onnx_model`."""
     import onnx
+
+    if isinstance(output_accumulator_bits, bool) or output_accumulator_bits not in range(1, MAX_LEVELED_BIT_WIDTH + 1):
+        raise ValueError(
+            f"output_accumulator_bits must be an integer in [1, {MAX_LEVELED_BIT_WIDTH}], "
+            f"got {output_accumulator_bits!r}"
+        )
 
     model = onnx.load_model_from_string(onnx_model) if isinstance(onnx_model, bytes) else onnx_model
     if isinstance(onnx_model, str):
@@ -472,7 +491,9 @@ def onnx_to_module(
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     narrowed: set[str] = set()
     while True:
-        ctx = _import_graph(graph, arrays, resolve_network_n_bits(n_bits), rounding_threshold_bits, narrowed)
+        ctx = _import_graph(
+            graph, arrays, resolve_network_n_bits(n_bits), rounding_threshold_bits, narrowed, output_accumulator_bits
+        )
         try:
             module = ctx.builder.build(*arrays, post_processing=ctx.post_processing)
         except ValueError:
@@ -492,12 +513,18 @@ def onnx_to_module(
 
 
 def _import_graph(
-    graph: Any, arrays: list[np.ndarray], bits: dict[str, int], rounding_threshold_bits: int | None, narrowed: set[str]
+    graph: Any,
+    arrays: list[np.ndarray],
+    bits: dict[str, int],
+    rounding_threshold_bits: int | None,
+    narrowed: set[str],
+    output_accumulator_bits: int = MAX_BIT_WIDTH,
 ) -> _Import:
     """The builder of ``graph``'s ops, not yet calibrated."""
     from onnx import numpy_helper
 
-    ctx = _Import(bits, rounding_threshold_bits, narrowed_sums=narrowed)
+    ctx = _Import(bits, rounding_threshold_bits, output_accumulator_bits, {o.name for o in graph.output})
+    ctx.narrowed_sums = narrowed
     for info in [*graph.input, *graph.value_info, *graph.output]:
         if info.type.tensor_type.HasField("shape"):
             ctx.ranks[info.name] = len(info.type.tensor_type.shape.dim)

@@ -10,6 +10,7 @@ import numpy as np
 from .base_op import QuantizedOp, TensorSpec, hint_range
 from .quantizers import (
     MAX_BIT_WIDTH,
+    MAX_LEVELED_BIT_WIDTH,
     MinMaxQuantizationStats,
     QuantizationOptions,
     UniformQuantizer,
@@ -63,7 +64,10 @@ class QuantizedGemm(QuantizedOp):
     max_accumulator_bits : int, optional
         If set, coarsen a column's weight scale as needed so the worst-case accumulator fits
         this many bits (accumulator-aware quantization: 0 extra PBS, no overflow possible).
-        If None, an accumulator over 16 bits is an error.
+        Up to 16 bits for an accumulator a table lookup reads; up to 32
+        (``MAX_LEVELED_BIT_WIDTH``) for one that only leaves the circuit (e.g. a linear
+        layer's output, de-quantized by the client). If None, an accumulator over 16 bits
+        is an error.
     weight_scale : float or ndarray of shape (n_out,), optional
         The weights' own grid, learned by quantization-aware training: ``weight`` holds
         integers times this scale (per output column), and those integers become the
@@ -91,13 +95,24 @@ class QuantizedGemm(QuantizedOp):
         n_out = self.weight.shape[1]
         self.bias = np.zeros(n_out) if bias is None else np.asarray(bias, dtype=np.float64).reshape(n_out)
         self.n_bits = check_n_bits(n_bits, f"n_bits of the weights of '{name}'")
-        if max_accumulator_bits is not None:
-            check_n_bits(max_accumulator_bits, "max_accumulator_bits")
-        self.max_accumulator_bits = max_accumulator_bits
+        if max_accumulator_bits is not None and not (
+            isinstance(max_accumulator_bits, (int, np.integer))
+            and not isinstance(max_accumulator_bits, bool)
+            and 1 <= max_accumulator_bits <= MAX_LEVELED_BIT_WIDTH
+        ):
+            raise ValueError(
+                f"max_accumulator_bits must be an integer in [1, {MAX_LEVELED_BIT_WIDTH}], got {max_accumulator_bits!r}"
+            )
+        self.max_accumulator_bits = None if max_accumulator_bits is None else int(max_accumulator_bits)
         self.weight_scale = None if weight_scale is None else known_weight_grid(self.weight, weight_scale, name)
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight + self.bias
+
+    def check_bit_width(self) -> None:
+        # a wide accumulator is leveled arithmetic only: a lookup reading it checks its own input
+        if self.output_spec.bit_width > max(MAX_BIT_WIDTH, self.max_accumulator_bits or 0):
+            super().check_bit_width()
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         spec = self.input_specs[0]

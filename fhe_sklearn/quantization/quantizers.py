@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 
 MAX_BIT_WIDTH = 16
+#: widest integer a leveled-only value (an accumulator no table lookup reads) may take; concrete
+#: compiles encrypted x clear products up to this width without bootstrapping
+MAX_LEVELED_BIT_WIDTH = 32
 
 
 def check_n_bits(n_bits: Any, what: str = "n_bits") -> int:

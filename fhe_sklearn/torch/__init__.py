@@ -1,6 +1,9 @@
 """Compile a torch ``nn.Module`` to FHE: exported to ONNX by torch, then imported by
 :func:`fhe_sklearn.onnx.compile_onnx_model` (one import path).
 
+:class:`HybridFHEModel` (:mod:`.hybrid`) runs chosen sub-modules of a network in FHE, the
+rest in the clear, locally or with a server.
+
 :func:`compile_qat_model` takes a network trained with ``torch.ao.quantization.FakeQuantize``
 modules: they export as QuantizeLinear → Clip → DequantizeLinear, whose learned grids become
 the circuit's quantizers.
@@ -178,4 +181,13 @@ def _on_grid_parameters(model: Any, quantizers: list, X_calib: Any) -> Iterator[
                 parameter.copy_(value)
 
 
-__all__ = ["compile_qat_model", "compile_torch_model", "export_onnx"]
+def __getattr__(name: str) -> Any:
+    # the hybrid model imports torch: only when asked for
+    if name in ("HybridFHEModel", "HYBRID_MODES"):
+        from . import hybrid
+
+        return getattr(hybrid, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["HYBRID_MODES", "HybridFHEModel", "compile_qat_model", "compile_torch_model", "export_onnx"]
