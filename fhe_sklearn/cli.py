@@ -212,7 +212,8 @@ def predict_command(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .deployment.server import MB, ServerSettings, read_api_key, serve
+    from .deployment.server import MB, ServerSettings, read_api_key
+    from .deployment.serving import serve
 
     settings = ServerSettings(
         max_request_bytes=int(args.max_request_mb * MB),

@@ -383,19 +383,3 @@ def read_api_key(path: str | Path) -> str:
     if len(key) < 16:
         raise SystemExit(f"the API key in {path} must have at least 16 characters (e.g. `openssl rand -hex 32`)")
     return key
-
-
-def serve(deployment_dir: str, host: str, port: int, key_dir: str, settings: ServerSettings) -> None:
-    """Run the server with uvicorn (no access log: the structured request log replaces it)."""
-    import uvicorn
-
-    from .hybrid import is_hybrid_deployment
-
-    configure_logging()
-    if is_hybrid_deployment(deployment_dir):  # a HybridFHEModel's server copy: one app per module
-        from .hybrid_server import create_hybrid_app
-
-        app = create_hybrid_app(deployment_dir, key_dir, settings)
-    else:
-        app = create_app(deployment_dir, key_dir, settings)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
