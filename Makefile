@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo test test-fast lint format
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# the inner loop: no real encryption (fhe_execute: key generation, execute, notebooks); CI runs `test`
+test-fast: lint
+	$(PY) -m pytest -m "not fhe_execute"
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -11,7 +11,18 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fhe_sklearn
 
-ESTIMATORS = [getattr(fhe_sklearn, name)() for name in fhe_sklearn.__all__ if name[0].isupper()]
+#: the checks test the scikit-learn API on their own small data sets: tiny fits are enough, where
+#: the defaults would lower 100 deep trees or train 100 epochs in each of ~55 checks
+TINY = {"n_estimators": 10, "max_epochs": 20}
+TINY_BY_CLASS = {"HistGradientBoostingClassifier": {"max_iter": 10}, "HistGradientBoostingRegressor": {"max_iter": 10}}
+
+
+def _tiny(cls):
+    params = cls().get_params()
+    return cls(**{k: v for k, v in TINY.items() if k in params}, **TINY_BY_CLASS.get(cls.__name__, {}))
+
+
+ESTIMATORS = [_tiny(getattr(fhe_sklearn, name)) for name in fhe_sklearn.__all__ if name[0].isupper()]
 
 EXPECTED_FAILURES = {
     "HistGradientBoostingClassifier": {
