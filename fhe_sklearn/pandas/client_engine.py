@@ -1,0 +1,223 @@
+"""ClientEngine: the data owner's keys; encrypts pandas frames and decrypts results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._aggregate import EncryptedAggregate
+from ._circuit import ARITY, CELL, circuit_digest, from_cells, sum_circuit, to_cells
+from ._encoding import KEY_KINDS, decode, decode_sums, encode, fit_encoding, tag_text
+from ._frame_data import Column, KeyInfo
+from ._secrets import SECRETS_FILE, Secrets
+from .dataframe import EncryptedDataFrame
+
+KEYS_FILE = "fhe_keys"
+DIGEST_FILE = "circuit.sha256"
+
+
+def default_keys_path() -> Path:
+    """Per-user cache directory for data-frame keys (never a working directory or a repo)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fhe_sklearn" / "dataframe_keys"
+
+
+class ClientEngine:
+    """Keys of a data owner: encrypt DataFrames, decrypt encrypted frames and aggregates.
+
+    Parameters
+    ----------
+    keys_path : str or Path, optional
+        Directory of the keys (created with mode 0700): keys found there are loaded, else new
+        ones are generated and saved. Default: :func:`default_keys_path`. Two owners whose
+        frames are to be merged use copies of one directory (:meth:`share_keys`).
+    keygen : bool
+        Load or generate the keys now (else call :meth:`keygen`).
+    """
+
+    def __init__(self, keys_path: str | Path | None = None, keygen: bool = True) -> None:
+        self.keys_path = Path(keys_path) if keys_path is not None else default_keys_path()
+        self._client = None
+        self._secrets: Secrets | None = None
+        if keygen:
+            self.keygen()
+
+    def keygen(self) -> ClientEngine:
+        """Load the keys under ``keys_path``, or generate and save them there."""
+        from concrete import fhe
+
+        circuit = sum_circuit()
+        path = self.keys_path
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        client = fhe.Client(circuit.client.specs)
+        keys_file, digest_file = path / KEYS_FILE, path / DIGEST_FILE
+        if keys_file.exists():
+            written = digest_file.read_text().strip() if digest_file.exists() else None
+            if written != circuit_digest():
+                raise ValueError(
+                    f"the keys in {path} were made for another data-frame circuit (another fhe_sklearn "
+                    "version): use a new keys_path"
+                )
+            client.keys.load(str(keys_file))
+            self._secrets = Secrets.load(path)
+        else:
+            client.keygen(True)
+            client.keys.save(str(keys_file))
+            os.chmod(keys_file, 0o600)
+            digest_file.write_text(circuit_digest() + "\n")
+            self._secrets = Secrets.generate()
+            self._secrets.save(path)
+        self._client = client
+        return self
+
+    @property
+    def key_id(self) -> str:
+        """Public id of the key set, carried by every frame it encrypts."""
+        return self._ready().key_id
+
+    def share_keys(self, path: str | Path) -> Path:
+        """Copy the key directory to ``path`` for a second data owner (see the trust model)."""
+        self._ready()
+        target = Path(path)
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in (KEYS_FILE, DIGEST_FILE, SECRETS_FILE):
+            shutil.copy2(self.keys_path / name, target / name)
+        return target
+
+    def _ready(self) -> Secrets:
+        if self._secrets is None:
+            raise RuntimeError("no keys yet: call keygen() first")
+        return self._secrets
+
+    # -- encryption -----------------------------------------------------------------------
+    def encrypt_from_pandas(
+        self, df: pd.DataFrame, keys: list[str] | str | None = None, schema: dict | None = None
+    ) -> EncryptedDataFrame:
+        """Encrypt ``df``: every cell as its own ciphertext, ``keys`` columns also tagged.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Columns of integers, bools, floats, strings or categoricals (unique string names).
+        keys : list of str, optional
+            Columns that merges and group-bys may match on (integer, bool, string or
+            categorical). The server learns which of their cells are equal.
+        schema : dict, optional
+            Per column: ``{"min": ..., "max": ...}`` (integers, floats: the declared range; two
+            owners use the same so their codes agree) or ``{"categories": [...]}`` (strings).
+
+        Raises
+        ------
+        ValueError
+            Unsupported dtype, a value out of the declared range, a key column missing.
+        """
+        secrets = self._ready()
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"encrypt_from_pandas takes a pandas DataFrame, got {type(df).__name__}")
+        names = list(df.columns)
+        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"column names must be unique strings, got {names}")
+        keys = [keys] if isinstance(keys, str) else list(keys or [])
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise ValueError(f"key columns {missing} are not in the frame (its columns: {names})")
+        schema = dict(schema or {})
+        unknown = [c for c in schema if c not in names]
+        if unknown:
+            raise ValueError(f"schema names columns {unknown} that are not in the frame")
+        client = self._client
+        columns = []
+        for name in names:
+            series = df[name].reset_index(drop=True)
+            encoding = fit_encoding(series, schema.get(name))
+            codes, present = encode(series, encoding)
+            cells = [self._encrypt_cell(cell) for cell in to_cells(codes, present)]
+            tags = None
+            if name in keys:
+                if encoding["kind"] not in KEY_KINDS:
+                    raise ValueError(f"column {name!r} ({encoding['kind']}) cannot be a key: floats are not matched")
+                tags = secrets.tags(name, [tag_text(v, encoding["kind"]) for v in series.astype(object)])
+            source = np.zeros(len(series), dtype=np.int16)
+            columns.append(
+                Column(name, encoding["kind"], encoding["dtype"], [secrets.seal(encoding)], source, cells, tags)
+            )
+        zeros = [self._encrypt_cell(np.zeros(CELL, dtype=np.int64)) for _ in range(ARITY - 1)]
+        info = KeyInfo(secrets.key_id, circuit_digest(), client.evaluation_keys.serialize(), zeros)
+        return EncryptedDataFrame(info, columns)
+
+    def _encrypt_cell(self, cell: np.ndarray) -> bytes:
+        return self._client.encrypt(cell, *([None] * (ARITY - 1)))[0].serialize()
+
+    # -- decryption -----------------------------------------------------------------------
+    def _decrypt(self, blobs: list[bytes]) -> np.ndarray:
+        from concrete import fhe
+
+        if not blobs:
+            return np.zeros((0, CELL), dtype=np.int64)
+        try:
+            return np.stack([np.asarray(self._client.decrypt(fhe.Value.deserialize(b))) for b in blobs])
+        except RuntimeError as err:
+            raise ValueError(f"malformed ciphertext in the frame: {str(err)[:200]}") from None
+
+    def _check(self, info: KeyInfo) -> Secrets:
+        secrets = self._ready()
+        if info.key_id != secrets.key_id:
+            raise ValueError(
+                f"this frame was encrypted under other keys (key set {info.key_id[:8]}…, "
+                f"this engine holds {secrets.key_id[:8]}…)"
+            )
+        if info.circuit != circuit_digest():
+            raise ValueError("this frame was written for another data-frame circuit (another fhe_sklearn version)")
+        return secrets
+
+    def _decode_column(self, column: Column, secrets: Secrets) -> pd.Series:
+        encodings = [secrets.unseal(e, column.name) for e in column.encodings]
+        rows = np.flatnonzero(column.source >= 0)
+        codes, present = from_cells(self._decrypt([column.cells[r] for r in rows]))
+        parts = []
+        for e, encoding in enumerate(encodings):
+            mine = column.source[rows] == e
+            part = decode(codes[mine], present[mine].astype(bool), encoding)
+            part.index = rows[mine]
+            parts.append(part)
+        values = parts[0] if len(parts) == 1 else pd.concat(parts).sort_index()
+        # rows a join left empty: NaN, with the dtype promotion pandas.merge applies
+        return values.reindex(np.arange(len(column.cells))) if len(rows) < len(column.cells) else values
+
+    def decrypt_to_pandas(self, encrypted: EncryptedDataFrame | EncryptedAggregate) -> pd.DataFrame | pd.Series:
+        """The clear DataFrame of an encrypted frame (or the DataFrame / Series of an aggregate)."""
+        if isinstance(encrypted, EncryptedAggregate):
+            return self._decrypt_aggregate(encrypted)
+        if not isinstance(encrypted, EncryptedDataFrame):
+            raise TypeError(f"decrypt_to_pandas takes an encrypted frame, got {type(encrypted).__name__}")
+        secrets = self._check(encrypted.info)
+        data = {}
+        for column in encrypted._columns:
+            series = self._decode_column(column, secrets)
+            data[column.name] = series.reset_index(drop=True)
+        df = pd.DataFrame(data, index=pd.RangeIndex(len(encrypted)))
+        if encrypted.sort_on is not None:
+            df = df.sort_values(encrypted.sort_on, kind="stable", na_position="last").reset_index(drop=True)
+        return df
+
+    def _decrypt_aggregate(self, result: EncryptedAggregate) -> pd.DataFrame | pd.Series:
+        secrets = self._check(result.info)
+        values = {}
+        for item in result.items:
+            encoding = secrets.unseal(item.encoding, item.column)
+            column = []
+            for partials in item.partials:
+                total, count = from_cells(self._decrypt(partials))
+                column.append(decode_sums(int(total.sum()), int(count.sum()), encoding, item.func))
+            values[item.name] = column
+        if result.key is None:
+            return pd.Series({name: v[0] for name, v in values.items()})
+        index = self._decode_column(result.key, secrets).reset_index(drop=True)
+        df = pd.DataFrame({name: pd.Series(v) for name, v in values.items()})
+        df.index = pd.Index(index, name=result.key.name)
+        df = df[df.index.notna()]
+        return df.sort_index(kind="stable")
