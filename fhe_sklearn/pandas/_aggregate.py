@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._circuit import ARITY, sum_circuit
+from ._circuit import ARITY, CLEAR, clear_cell, read_clear_cell, sum_circuit
 from ._frame_data import Column, KeyInfo
 
 FUNCS = ("sum", "count", "mean")
@@ -63,6 +63,9 @@ def sum_cells(cells: list[bytes], info: KeyInfo) -> list[bytes]:
     """Partial sums (serialized) whose total is the sum of ``cells``, ARITY cells per run."""
     if len(cells) <= 1:
         return list(cells)
+    if info.circuit == CLEAR:  # the same runs, in the clear
+        runs = [cells[s : s + ARITY] for s in range(0, len(cells), ARITY)]
+        return [clear_cell(sum(read_clear_cell(c) for c in run)) for run in runs]
     from concrete import fhe
 
     server = sum_circuit().server

@@ -62,6 +62,22 @@ def circuit_digest() -> str:
     return hashlib.sha256(sum_circuit().client.specs.serialize()).hexdigest()
 
 
+#: the circuit digest of frames made with ``fhe="disable"``: cells hold clear integers
+CLEAR = "0" * 64
+_CLEAR_MAGIC = b"FHESKLC1"
+
+
+def clear_cell(cell: np.ndarray) -> bytes:
+    """A cell in the clear (``fhe="disable"``: the same files and server code, no encryption)."""
+    return _CLEAR_MAGIC + np.asarray(cell, dtype="<i8").tobytes()
+
+
+def read_clear_cell(blob: bytes) -> np.ndarray:
+    if not blob.startswith(_CLEAR_MAGIC) or len(blob) != len(_CLEAR_MAGIC) + 8 * CELL:
+        raise ValueError("a cell of a clear (fhe='disable') frame is malformed")
+    return np.frombuffer(blob[len(_CLEAR_MAGIC) :], dtype="<i8").astype(np.int64)
+
+
 def to_cells(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Codes (int, < 2**16) and presence flags as cells, shape (n, CELL)."""
     codes = np.where(present, codes, 0).astype(np.int64)

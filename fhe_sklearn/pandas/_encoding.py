@@ -21,8 +21,9 @@ import pandas as pd
 from ._circuit import MAX_CODE
 
 KINDS = ("int", "bool", "float", "str", "category")
-#: kinds a merge or a group-by may use as its key (floats are not compared for equality)
-KEY_KINDS = ("int", "bool", "str", "category")
+#: kinds a merge or a group-by may use as its key (floats are not compared for equality;
+#: categoricals would need both owners' categories compared: use their str values)
+KEY_KINDS = ("int", "bool", "str")
 
 
 def column_kind(series: pd.Series) -> str:
@@ -135,7 +136,8 @@ def decode(codes: np.ndarray, present: np.ndarray, encoding: dict[str, Any]) -> 
         return pd.Series(np.where(present, values, np.nan).astype(dtype))
     categories = encoding["categories"]
     if kind == "str":
-        values = [categories[c] if p else np.nan for c, p in zip(codes, present)]
+        missing = None if dtype == "object" else np.nan  # pandas keeps None in object columns
+        values = [categories[c] if p else missing for c, p in zip(codes, present)]
         return pd.Series(values, dtype=dtype)
     cats = pd.Index(categories, dtype=encoding["categories_dtype"])
     return pd.Series(pd.Categorical.from_codes(np.where(present, codes, -1), cats, ordered=encoding["ordered"]))

@@ -69,6 +69,7 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
                 "source": c.source.tolist(),
                 "sizes": [-1 if b is None else len(b) for b in c.cells],
                 "tags": None if c.tags is None else [None if t is None else t.hex() for t in c.tags],
+                "monotonic": c.monotonic,
             }
         )
     blobs += frame.info.zeros
@@ -168,7 +169,9 @@ def _columns(manifest: dict, cells: bytes) -> tuple[list[Column], list[bytes]]:
             if len(tags) != len(sizes):
                 raise ValueError(f"column {c['name']!r}: {len(tags)} tags for {len(sizes)} rows")
             tags = [None if t is None else bytes.fromhex(_hex(t, 2 * TAG_BYTES)) for t in tags]
-        columns.append(Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags))
+        if not isinstance(c["monotonic"], bool):
+            raise ValueError(f"column {c['name']!r}: bad monotonic flag")
+        columns.append(Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"]))
     zeros = [take(s) for s in manifest["zeros"]]
     if offset != len(cells):
         raise ValueError("cells.bin holds more bytes than the cells")

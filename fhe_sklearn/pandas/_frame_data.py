@@ -24,6 +24,8 @@ class Column:
     source: np.ndarray
     cells: list[bytes | None]
     tags: list[bytes | None] | None = None
+    #: key columns: whether the owner's keys are sorted (pandas joins sorted keys its own way)
+    monotonic: bool = False
 
     @property
     def is_key(self) -> bool:
@@ -36,6 +38,10 @@ class Column:
         source = np.where(rows >= 0, self.source[np.maximum(rows, 0)], -1).astype(np.int16)
         tags = None if self.tags is None else [self.tags[r] if r >= 0 else None for r in rows]
         return Column(name or self.name, self.kind, self.dtype, list(self.encodings), source, cells, tags)
+
+    def with_monotonic(self, monotonic: bool) -> Column:
+        self.monotonic = monotonic
+        return self
 
 
 @dataclass

@@ -11,13 +11,40 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._secrets import NAN_TAG
+
 HOWS = ("left", "right", "inner", "outer")
 
 
-def plan_merge(left_tags: list[bytes], right_tags: list[bytes], how: str) -> tuple[np.ndarray, np.ndarray]:
-    """Row numbers of the left and right frame (-1: none) of each row of the merge."""
-    left = pd.DataFrame({"k": [t.hex() for t in left_tags], "l": np.arange(len(left_tags))})
-    right = pd.DataFrame({"k": [t.hex() for t in right_tags], "r": np.arange(len(right_tags))})
+def plan_merge(
+    left_tags: list[bytes], right_tags: list[bytes], how: str, dtype: str, monotonic: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the left and right frame (-1: none) of each row of the merge.
+
+    pandas picks its join algorithm (and so an inner merge's row order) by the keys' dtype,
+    NaN keys and sortedness: the tags get stand-ins of the key column's dtype family, numbered
+    by first appearance, NaN where the key is NaN; when both owners' keys are sorted
+    (``monotonic``) and one side's are unique, pandas joins in key order, which for sorted
+    inputs is the left rows in order, each with its matches in right order.
+    """
+    if (
+        monotonic
+        and how == "inner"
+        and (len(set(left_tags)) == len(left_tags) or len(set(right_tags)) == len(right_tags))
+    ):
+        li, ri = plan_merge(left_tags, right_tags, "left", dtype)
+        return li[ri >= 0], ri[ri >= 0]
+    tags = left_tags + right_tags
+    codes, _ = pd.factorize(pd.Series([t.hex() for t in tags], dtype=object))
+    nan = np.array([t == NAN_TAG for t in tags], dtype=bool)
+    if dtype in ("str", "object"):
+        keys = pd.Series([None if n else f"k{c}" for c, n in zip(codes, nan)], dtype=dtype)
+    else:  # integer keys cannot be NaN
+        keys = pd.Series(codes, dtype=np.int64)
+    left = pd.DataFrame({"k": keys[: len(left_tags)].to_numpy(), "l": np.arange(len(left_tags))})
+    right = pd.DataFrame({"k": keys[len(left_tags) :].to_numpy(), "r": np.arange(len(right_tags))})
+    if dtype in ("str", "object"):
+        left["k"], right["k"] = left["k"].astype(dtype), right["k"].astype(dtype)
     merged = pd.merge(left, right, how=how, on="k", sort=False)
     return (merged["l"].fillna(-1).to_numpy(dtype=np.int64), merged["r"].fillna(-1).to_numpy(dtype=np.int64))
 

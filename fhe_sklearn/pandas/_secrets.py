@@ -19,6 +19,9 @@ from typing import Any
 
 SECRETS_FILE = "dataframe_secrets.json"
 TAG_BYTES = 16
+#: the tag of a NaN key: public, so the server's stand-in keys are NaN where pandas sees NaN
+#: (pandas' join order depends on it); the server learns which key cells are NaN
+NAN_TAG = bytes(TAG_BYTES)
 _AAD = b"fhe_sklearn.pandas.encoding.v1"
 
 
@@ -51,7 +54,10 @@ class Secrets:
 
     def tags(self, column: str, texts: list[str]) -> list[bytes]:
         prefix = b"fhe_sklearn.pandas.tag\0" + column.encode() + b"\0"
-        return [hmac.new(self._tag_key, prefix + t.encode(), hashlib.sha256).digest()[:TAG_BYTES] for t in texts]
+        return [
+            NAN_TAG if t == "nan" else hmac.new(self._tag_key, prefix + t.encode(), hashlib.sha256).digest()[:TAG_BYTES]
+            for t in texts
+        ]
 
     def seal(self, encoding: dict[str, Any]) -> str:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._aggregate import EncryptedAggregate
-from ._circuit import ARITY, CELL, circuit_digest, from_cells, sum_circuit, to_cells
+from ._circuit import ARITY, CELL, CLEAR, circuit_digest, clear_cell, from_cells, read_clear_cell, sum_circuit, to_cells
 from ._encoding import KEY_KINDS, decode, decode_sums, encode, fit_encoding, tag_text
 from ._frame_data import Column, KeyInfo
 from ._secrets import SECRETS_FILE, Secrets
@@ -37,10 +37,16 @@ class ClientEngine:
         frames are to be merged use copies of one directory (:meth:`share_keys`).
     keygen : bool
         Load or generate the keys now (else call :meth:`keygen`).
+    fhe : {"execute", "disable"}
+        ``"disable"``: the same frames, files and server operations with clear cells, for
+        tests and dry runs (its frames cannot be mixed with encrypted ones).
     """
 
-    def __init__(self, keys_path: str | Path | None = None, keygen: bool = True) -> None:
-        self.keys_path = Path(keys_path) if keys_path is not None else default_keys_path()
+    def __init__(self, keys_path: str | Path | None = None, keygen: bool = True, fhe: str = "execute") -> None:
+        if fhe not in ("execute", "disable"):
+            raise ValueError(f"fhe must be 'execute' or 'disable', got {fhe!r}")
+        self.keys_path = Path(keys_path).expanduser() if keys_path is not None else default_keys_path()
+        self.fhe = fhe
         self._client = None
         self._secrets: Secrets | None = None
         if keygen:
@@ -48,11 +54,18 @@ class ClientEngine:
 
     def keygen(self) -> ClientEngine:
         """Load the keys under ``keys_path``, or generate and save them there."""
+        path = self.keys_path
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if (path / SECRETS_FILE).exists():
+            self._secrets = Secrets.load(path)
+        else:
+            self._secrets = Secrets.generate()
+            self._secrets.save(path)
+        if self.fhe == "disable":
+            return self
         from concrete import fhe
 
         circuit = sum_circuit()
-        path = self.keys_path
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         client = fhe.Client(circuit.client.specs)
         keys_file, digest_file = path / KEYS_FILE, path / DIGEST_FILE
         if keys_file.exists():
@@ -63,14 +76,11 @@ class ClientEngine:
                     "version): use a new keys_path"
                 )
             client.keys.load(str(keys_file))
-            self._secrets = Secrets.load(path)
         else:
             client.keygen(True)
             client.keys.save(str(keys_file))
             os.chmod(keys_file, 0o600)
             digest_file.write_text(circuit_digest() + "\n")
-            self._secrets = Secrets.generate()
-            self._secrets.save(path)
         self._client = client
         return self
 
@@ -85,7 +95,8 @@ class ClientEngine:
         target = Path(path)
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in (KEYS_FILE, DIGEST_FILE, SECRETS_FILE):
-            shutil.copy2(self.keys_path / name, target / name)
+            if (self.keys_path / name).exists():
+                shutil.copy2(self.keys_path / name, target / name)
         return target
 
     def _ready(self) -> Secrets:
@@ -139,25 +150,33 @@ class ClientEngine:
             tags = None
             if name in keys:
                 if encoding["kind"] not in KEY_KINDS:
-                    raise ValueError(f"column {name!r} ({encoding['kind']}) cannot be a key: floats are not matched")
+                    why = "floats are not matched" if encoding["kind"] == "float" else "use its values as str"
+                    raise ValueError(f"column {name!r} ({encoding['kind']}) cannot be a key: {why}")
                 tags = secrets.tags(name, [tag_text(v, encoding["kind"]) for v in series.astype(object)])
             source = np.zeros(len(series), dtype=np.int16)
-            columns.append(
-                Column(name, encoding["kind"], encoding["dtype"], [secrets.seal(encoding)], source, cells, tags)
-            )
+            column = Column(name, encoding["kind"], encoding["dtype"], [secrets.seal(encoding)], source, cells, tags)
+            column.monotonic = tags is not None and bool(series.is_monotonic_increasing) and not series.hasnans
+            columns.append(column)
         zeros = [self._encrypt_cell(np.zeros(CELL, dtype=np.int64)) for _ in range(ARITY - 1)]
-        info = KeyInfo(secrets.key_id, circuit_digest(), client.evaluation_keys.serialize(), zeros)
+        if client is None:
+            info = KeyInfo(secrets.key_id, CLEAR, b"", zeros)
+        else:
+            info = KeyInfo(secrets.key_id, circuit_digest(), client.evaluation_keys.serialize(), zeros)
         return EncryptedDataFrame(info, columns)
 
     def _encrypt_cell(self, cell: np.ndarray) -> bytes:
+        if self._client is None:
+            return clear_cell(cell)
         return self._client.encrypt(cell, *([None] * (ARITY - 1)))[0].serialize()
 
     # -- decryption -----------------------------------------------------------------------
     def _decrypt(self, blobs: list[bytes]) -> np.ndarray:
-        from concrete import fhe
-
         if not blobs:
             return np.zeros((0, CELL), dtype=np.int64)
+        if self._client is None:
+            return np.stack([read_clear_cell(b) for b in blobs])
+        from concrete import fhe
+
         try:
             return np.stack([np.asarray(self._client.decrypt(fhe.Value.deserialize(b))) for b in blobs])
         except RuntimeError as err:
@@ -170,7 +189,10 @@ class ClientEngine:
                 f"this frame was encrypted under other keys (key set {info.key_id[:8]}…, "
                 f"this engine holds {secrets.key_id[:8]}…)"
             )
-        if info.circuit != circuit_digest():
+        if (info.circuit == CLEAR) != (self._client is None):
+            modes = ("clear (fhe='disable')", "encrypted") if info.circuit == CLEAR else ("encrypted", "clear")
+            raise ValueError(f"this frame is {modes[0]}, this engine is {modes[1]}")
+        if info.circuit != CLEAR and info.circuit != circuit_digest():
             raise ValueError("this frame was written for another data-frame circuit (another fhe_sklearn version)")
         return secrets
 

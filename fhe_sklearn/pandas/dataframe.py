@@ -144,11 +144,15 @@ class EncryptedDataFrame:
         names = pd.merge(
             pd.DataFrame(columns=self.columns), pd.DataFrame(columns=other.columns), on=on, suffixes=suffixes
         ).columns
-        li, ri = plan_merge(left_key.tags, right_key.tags, how)
+        monotonic = left_key.monotonic and right_key.monotonic
+        dtype = left_key.dtype if left_key.kind == "str" else "int"
+        li, ri = plan_merge(left_key.tags, right_key.tags, how, dtype, monotonic)
         columns = [c.take(li) for c in self._columns] + [c.take(ri) for c in other._columns if c.name != on]
         key_index = list(self.columns).index(on)
+        # the merged keys stay sorted where one side's order is kept
+        columns[key_index].monotonic = left_key.monotonic and how in ("left", "inner")
         if how == "right":
-            columns[key_index] = right_key.take(ri)
+            columns[key_index] = right_key.take(ri).with_monotonic(right_key.monotonic)
         elif how == "outer":
             columns[key_index] = _coalesce(left_key.take(li), right_key.take(ri))
         for column, name in zip(columns, names):
