@@ -173,3 +173,24 @@ def test_encrypted_merge_groupby_two_clients_and_other_keys(engine, tmp_path):
         stranger.decrypt_to_pandas(merged)
     with pytest.raises(ValueError, match="encrypted under different keys"):
         enc_left.merge(stranger.encrypt_from_pandas(right, keys="id"), on="id")
+
+
+@pytest.mark.fhe_execute
+def test_cli_merges_encrypted_frames_without_keys(tmp_path, capsys):
+    """A data owner encrypts CSVs, a server merges the files, the owner decrypts: no Python."""
+    from fhe_sklearn.cli import main
+
+    left = pd.DataFrame({"id": [1, 2, 2, 4], "age": [30, 41, 22, 65]})
+    right = pd.DataFrame({"id": [2, 4, 9], "city": ["Oslo", "Rome", "Lima"]})
+    left.to_csv(tmp_path / "left.csv", index=False)
+    right.to_csv(tmp_path / "right.csv", index=False)
+    keys = ["--keys-dir", str(tmp_path / "keys")]
+    for name in ("left", "right"):
+        main(["encrypt-frame", str(tmp_path / f"{name}.csv"), "--key", "id", *keys, "--output", str(tmp_path / name)])
+    files = [str(tmp_path / "left"), str(tmp_path / "right")]
+    main(["merge-frames", *files, "--how", "inner", "--on", "id", "--output", str(tmp_path / "merged")])
+    main(["decrypt-frame", str(tmp_path / "merged"), *keys, "--output", str(tmp_path / "out.csv")])
+    expected = pd.merge(left, right, how="inner", on="id")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv"), expected)
+    with pytest.raises(SystemExit, match="cannot merge: the right frame has no column 'age'"):
+        main(["merge-frames", str(tmp_path / "left"), str(tmp_path / "right"), "--on", "age", "--output", "x"])
