@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ class ClientEngine:
         self.keys_path = Path(keys_path).expanduser() if keys_path is not None else default_keys_path()
         self.fhe = fhe
         self._client = None
+        self._circuit = None
         self._secrets: Secrets | None = None
         if keygen:
             self.keygen()
@@ -164,10 +166,27 @@ class ClientEngine:
             info = KeyInfo(secrets.key_id, circuit_digest(), client.evaluation_keys.serialize(), zeros)
         return EncryptedDataFrame(info, columns)
 
+    def _codec(self) -> Any:
+        """concrete's client circuit, made once: ``Client.encrypt`` / ``decrypt`` rebuild it per
+        call, which costs more than encrypting one cell (input and output types are the same)."""
+        if self._circuit is None:
+            from concrete.compiler import ClientProgram
+
+            specs = self._client.specs.program_info
+            program = ClientProgram.create_encrypted(specs, self._client.keys._keyset)
+            self._circuit = program.get_client_circuit(specs.function_list()[0])
+        return self._circuit
+
     def _encrypt_cell(self, cell: np.ndarray) -> bytes:
         if self._client is None:
             return clear_cell(cell)
-        return self._client.encrypt(cell, *([None] * (ARITY - 1)))[0].serialize()
+        from concrete.compiler import Value as RawValue
+        from concrete.fhe import Value
+
+        cell = np.asarray(cell, dtype=np.int64)
+        if cell.shape != (CELL,) or cell.min() < 0 or cell.max() > 15:  # to_cells makes them so
+            raise ValueError(f"internal error: bad cell {cell}")
+        return Value(self._codec().prepare_input(RawValue(cell), 0)).serialize()
 
     # -- decryption -----------------------------------------------------------------------
     def _decrypt(self, blobs: list[bytes]) -> np.ndarray:
@@ -177,8 +196,11 @@ class ClientEngine:
             return np.stack([read_clear_cell(b) for b in blobs])
         from concrete import fhe
 
+        codec = self._codec()
         try:
-            return np.stack([np.asarray(self._client.decrypt(fhe.Value.deserialize(b))) for b in blobs])
+            return np.stack(
+                [np.asarray(codec.process_output(fhe.Value.deserialize(b)._inner, 0).to_py_val()) for b in blobs]
+            )
         except RuntimeError as err:
             raise ValueError(f"malformed ciphertext in the frame: {str(err)[:200]}") from None
 
