@@ -41,6 +41,7 @@ class EncryptedAggregate:
 
     @property
     def columns(self) -> list[str]:
+        """Names of the aggregated columns."""
         return [item.name for item in self.items]
 
     def __repr__(self) -> str:
@@ -50,6 +51,7 @@ class EncryptedAggregate:
 
 
 def check_aggregable(column: Column, func: str) -> None:
+    """Refuse an unknown aggregate, a sum or mean of strings, or of a two-encoding column."""
     if func not in FUNCS:
         raise ValueError(f"unknown aggregate {func!r}: use one of {list(FUNCS)}")
     if func != "count" and column.kind in ("str", "category"):

@@ -73,6 +73,7 @@ def clear_cell(cell: np.ndarray) -> bytes:
 
 
 def read_clear_cell(blob: bytes) -> np.ndarray:
+    """The integers of a clear cell (ValueError if malformed)."""
     if not blob.startswith(_CLEAR_MAGIC) or len(blob) != len(_CLEAR_MAGIC) + 8 * CELL:
         raise ValueError("a cell of a clear (fhe='disable') frame is malformed")
     return np.frombuffer(blob[len(_CLEAR_MAGIC) :], dtype="<i8").astype(np.int64)

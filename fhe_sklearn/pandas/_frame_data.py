@@ -29,6 +29,7 @@ class Column:
 
     @property
     def is_key(self) -> bool:
+        """Whether the column carries key tags (merges and group-bys may use it)."""
         return self.tags is not None
 
     def take(self, rows: np.ndarray, name: str | None = None) -> Column:
@@ -40,6 +41,7 @@ class Column:
         return Column(name or self.name, self.kind, self.dtype, list(self.encodings), source, cells, tags)
 
     def with_monotonic(self, monotonic: bool) -> Column:
+        """The column, with its sortedness flag set."""
         self.monotonic = monotonic
         return self
 

@@ -35,10 +35,12 @@ class Secrets:
 
     @classmethod
     def generate(cls) -> Secrets:
+        """New random secrets."""
         return cls(secrets.token_hex(16), secrets.token_bytes(32), secrets.token_bytes(32))
 
     @classmethod
     def load(cls, directory: Path) -> Secrets:
+        """The secrets saved in ``directory``."""
         try:
             data = json.loads((directory / SECRETS_FILE).read_text())
             return cls(data["key_id"], bytes.fromhex(data["tag_key"]), bytes.fromhex(data["seal_key"]))
@@ -46,6 +48,7 @@ class Secrets:
             raise ValueError(f"cannot read the data-frame secrets in {directory}: {err}") from None
 
     def save(self, directory: Path) -> None:
+        """Write the secrets into ``directory`` (mode 0600)."""
         record = {"key_id": self.key_id, "tag_key": self._tag_key.hex(), "seal_key": self._seal_key.hex()}
         path = directory / SECRETS_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -53,6 +56,7 @@ class Secrets:
             json.dump(record, f)
 
     def tags(self, column: str, texts: list[str]) -> list[bytes]:
+        """The key tags of ``texts`` (canonical key texts) of column ``column``."""
         prefix = b"fhe_sklearn.pandas.tag\0" + column.encode() + b"\0"
         return [
             NAN_TAG if t == "nan" else hmac.new(self._tag_key, prefix + t.encode(), hashlib.sha256).digest()[:TAG_BYTES]
@@ -60,6 +64,7 @@ class Secrets:
         ]
 
     def seal(self, encoding: dict[str, Any]) -> str:
+        """``encoding`` encrypted and authenticated (AES-GCM), as base64 text."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         nonce = secrets.token_bytes(12)
@@ -67,6 +72,7 @@ class Secrets:
         return base64.b64encode(nonce + sealed).decode("ascii")
 
     def unseal(self, sealed: str, column: str) -> dict[str, Any]:
+        """The encoding sealed by :meth:`seal`; ValueError under other keys or if modified."""
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -46,14 +46,17 @@ class EncryptedDataFrame:
     # -- pandas-like views --------------------------------------------------------------
     @property
     def columns(self) -> pd.Index:
+        """The column names."""
         return pd.Index([c.name for c in self._columns])
 
     @property
     def dtypes(self) -> pd.Series:
+        """The pandas dtype of each column of the clear frame."""
         return pd.Series({c.name: c.dtype for c in self._columns}, dtype=object)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
         return (len(self._columns[0].cells) if self._columns else 0, len(self._columns))
 
     def __len__(self) -> int:
@@ -88,6 +91,7 @@ class EncryptedDataFrame:
         return f"<EncryptedDataFrame: {rows} rows × {cols} columns, keys {self.key_columns}>\n{self.head()}"
 
     def column(self, name: str) -> Column:
+        """The encrypted column ``name`` (KeyError naming the columns if there is none)."""
         for c in self._columns:
             if c.name == name:
                 return c
@@ -223,12 +227,15 @@ class EncryptedGroupBy:
         return EncryptedAggregate(self.frame.info, aggregate(self.frame.info, *zip(*pairs), groups), key)
 
     def sum(self) -> EncryptedAggregate:
+        """``agg("sum")``."""
         return self.agg("sum")
 
     def count(self) -> EncryptedAggregate:
+        """``agg("count")``."""
         return self.agg("count")
 
     def mean(self) -> EncryptedAggregate:
+        """``agg("mean")``."""
         return self.agg("mean")
 
 
