@@ -87,12 +87,20 @@ def test_groupby_and_column_aggregates_equal_pandas(clear_engine, pair):
 
 
 def test_group_sums_past_one_circuit_run(clear_engine):
-    """80 rows in one group: three partial sums, added by the client."""
+    """80 rows in one group: three partial sums, added by the client; a cell a merge copied
+    to 80 rows is summed once and weighted (the same ciphertext twice in a run doubles its noise)."""
     frame = pd.DataFrame({"k": [1] * 80 + [2], "amount": np.arange(81) * 800})
     encrypted = clear_engine.encrypt_from_pandas(frame, keys="k")
     result = encrypted.groupby("k").agg("sum")
     assert [len(p) for p in result.items[0].partials] == [3, 1]
     _assert_equal(clear_engine.decrypt_to_pandas(result), frame.groupby("k").agg("sum"))
+    one = pd.DataFrame({"k": [1, 2], "x": [7, 9]})
+    merged = clear_engine.encrypt_from_pandas(one, keys="k").merge(encrypted, on="k")
+    result = merged.groupby("k").agg({"x": "sum", "amount": "sum"})
+    assert result.items[0].partials[0][0][1] == 80
+    assert [len(p) for p in result.items[1].partials] == [3, 1]
+    expected = pd.merge(one, frame, on="k").groupby("k").agg({"x": "sum", "amount": "sum"})
+    _assert_equal(clear_engine.decrypt_to_pandas(result), expected)
 
 
 def test_categoricals_and_schema(clear_engine):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +16,15 @@ FUNCS = ("sum", "count", "mean")
 
 @dataclass
 class AggregateItem:
-    """One aggregated column: per group, the partial sums (serialized) whose total it is."""
+    """One aggregated column: per group, the (serialized partial sum, weight) pairs whose
+    weighted total it is."""
 
     name: str
     func: str
     column: str
     kind: str
     encoding: str
-    partials: list[list[bytes]]
+    partials: list[list[tuple[bytes, int]]]
 
 
 class EncryptedAggregate:
@@ -61,29 +63,53 @@ def check_aggregable(column: Column, func: str) -> None:
         raise ValueError(f"column {column.name!r} joins cells of two encodings (a merged key column): count it only")
 
 
-def sum_cells(cells: list[bytes], info: KeyInfo) -> list[bytes]:
-    """Partial sums (serialized) whose total is the sum of ``cells``, ARITY cells per run."""
-    if len(cells) <= 1:
-        return list(cells)
+def plan_runs(cells: list[bytes]) -> list[tuple[list[bytes], int]]:
+    """``cells`` as runs of at most ARITY distinct ciphertexts, each with a clear weight.
+
+    A merge copies a cell to every row its key matches, so a group may hold one ciphertext
+    several times; added twice in one run its noise would double, past what the compiler
+    budgets for (independent noises grow as a square root). Cells held ``m`` times are summed
+    once, and the client multiplies that partial sum by ``m`` after decrypting.
+    """
+    by_copies: dict[int, list[bytes]] = {}
+    for blob, copies in Counter(cells).items():
+        by_copies.setdefault(copies, []).append(blob)
+    return [
+        (blobs[s : s + ARITY], copies)
+        for copies, blobs in sorted(by_copies.items())
+        for s in range(0, len(blobs), ARITY)
+    ]
+
+
+def sum_cells(cells: list[bytes], info: KeyInfo) -> list[tuple[bytes, int]]:
+    """(serialized partial sum, weight) pairs whose weighted total is the sum of ``cells``;
+    a lone cell is its own partial sum."""
+    runs = plan_runs(cells)
     if info.circuit == CLEAR:  # the same runs, in the clear
-        runs = [cells[s : s + ARITY] for s in range(0, len(cells), ARITY)]
-        return [clear_cell(sum(read_clear_cell(c) for c in run)) for run in runs]
+        return [
+            (run[0] if len(run) == 1 else clear_cell(sum(read_clear_cell(c) for c in run)), copies)
+            for run, copies in runs
+        ]
     from concrete import fhe
 
-    server = sum_circuit().server
-    keys = fhe.EvaluationKeys.deserialize(info.evaluation_keys)
+    server = keys = None
     partials = []
-    for start in range(0, len(cells), ARITY):
-        chunk = cells[start : start + ARITY]
-        values = [fhe.Value.deserialize(c) for c in chunk + info.zeros[: ARITY - len(chunk)]]
-        partials.append(server.run(*values, evaluation_keys=keys).serialize())
+    for run, copies in runs:
+        if len(run) == 1:
+            partials.append((run[0], copies))
+            continue
+        if server is None:
+            server = sum_circuit().server
+            keys = fhe.EvaluationKeys.deserialize(info.evaluation_keys)
+        values = [fhe.Value.deserialize(c) for c in run + info.zeros[: ARITY - len(run)]]
+        partials.append((server.run(*values, evaluation_keys=keys).serialize(), copies))
     return partials
 
 
 def aggregate(info: KeyInfo, columns: list[Column], funcs: list[str], groups: list[np.ndarray]) -> list[Any]:
     """One AggregateItem per (column, func); one sum per (column, group) serves all funcs."""
     items = []
-    cache: dict[str, list[list[bytes]]] = {}
+    cache: dict[str, list[list[tuple[bytes, int]]]] = {}
     for column, func in zip(columns, funcs):
         check_aggregable(column, func)
         if column.name not in cache:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ._circuit import ARITY
 from ._encoding import KINDS
 from ._frame_data import Column, KeyInfo
 from ._secrets import TAG_BYTES
@@ -172,6 +173,8 @@ def _columns(manifest: dict, cells: bytes) -> tuple[list[Column], list[bytes]]:
         if not isinstance(c["monotonic"], bool):
             raise ValueError(f"column {c['name']!r}: bad monotonic flag")
         columns.append(Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"]))
+    if len(manifest["zeros"]) != ARITY - 1:
+        raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {ARITY - 1}")
     zeros = [take(s) for s in manifest["zeros"]]
     if offset != len(cells):
         raise ValueError("cells.bin holds more bytes than the cells")

@@ -255,8 +255,9 @@ class ClientEngine:
             encoding = secrets.unseal(item.encoding, item.column)
             column = []
             for partials in item.partials:
-                total, count = from_cells(self._decrypt(partials))
-                column.append(decode_sums(int(total.sum()), int(count.sum()), encoding, item.func))
+                total, count = from_cells(self._decrypt([blob for blob, _ in partials]))
+                weights = np.array([w for _, w in partials], dtype=np.int64)
+                column.append(decode_sums(int(total @ weights), int(count @ weights), encoding, item.func))
             values[item.name] = column
         if result.key is None:
             return pd.Series({name: v[0] for name, v in values.items()})
