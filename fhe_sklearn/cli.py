@@ -4,8 +4,8 @@
 - ``compile DATA.csv --output DIR``: fit a model on a CSV and write a deployment directory;
 - ``predict DIR DATA.csv --output predictions.csv``: encrypted predictions for a CSV;
 - ``serve DIR``: the HTTP server of a deployment directory;
-- ``encrypt-frame``, ``merge-frames``, ``decrypt-frame``: encrypted data-frames
-  (:mod:`fhe_sklearn.pandas`) from and to CSV files, merged without any key.
+- ``encrypt-frame``, ``merge-frames``, ``groupby-frame``, ``decrypt-frame``: encrypted
+  data-frames (:mod:`fhe_sklearn.pandas`) from and to CSV files, merged and grouped without any key.
 """
 
 from __future__ import annotations
@@ -275,19 +275,40 @@ def merge_frames_command(args: argparse.Namespace) -> Path:
     return path
 
 
+def groupby_frame_command(args: argparse.Namespace) -> Path:
+    """The server side: group an encrypted frame file on a key column, no key needed."""
+    from .pandas import EncryptedDataFrame
+
+    spec = {}
+    for item in args.agg:
+        column, sep, func = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--agg takes COLUMN=FUNC (sum, count or mean), got {item!r}")
+        spec[column] = func
+    try:
+        frame = EncryptedDataFrame.load(args.frame, verify_key=_key_file(args.verify_key_file))
+        result = frame.groupby(args.by).agg(spec or "sum")
+    except (ValueError, KeyError) as err:
+        raise SystemExit(f"cannot group: {err}") from None
+    path = result.save(args.output, signing_key=_key_file(args.signing_key_file))
+    print(f"group-by {args.by!r} of {result.columns} written to {path}")
+    return path
+
+
 def decrypt_frame_command(args: argparse.Namespace) -> pd.DataFrame:
-    """Decrypt an encrypted frame file to CSV with the keys of ``--keys-dir``."""
-    from .pandas import ClientEngine, EncryptedDataFrame
+    """Decrypt an encrypted frame or aggregate file to CSV with the keys of ``--keys-dir``."""
+    from .pandas import ClientEngine, load
 
     try:
-        frame = ClientEngine(args.keys_dir or None).decrypt_to_pandas(
-            EncryptedDataFrame.load(args.frame, verify_key=_key_file(args.verify_key_file))
+        result = ClientEngine(args.keys_dir or None).decrypt_to_pandas(
+            load(args.frame, verify_key=_key_file(args.verify_key_file))
         )
     except ValueError as err:
         raise SystemExit(f"cannot decrypt {args.frame}: {err}") from None
-    frame.to_csv(args.output, index=False)
-    print(f"{len(frame)} rows decrypted to {args.output}")
-    return frame
+    keep_index = not isinstance(result.index, pd.RangeIndex)  # group keys, or column names
+    result.to_csv(args.output, index=keep_index)
+    print(f"{len(result)} rows decrypted to {args.output}")
+    return result
 
 
 def _frame_commands(commands: Any) -> None:
@@ -308,7 +329,15 @@ def _frame_commands(commands: Any) -> None:
     m.add_argument("--verify-key-file", default=None, help="refuse inputs not signed with this HMAC key")
     m.add_argument("--signing-key-file", default=None, help="sign the merged file with this HMAC key")
     m.set_defaults(func=merge_frames_command)
-    d = commands.add_parser("decrypt-frame", help="decrypt an encrypted data-frame file to CSV")
+    g = commands.add_parser("groupby-frame", help="group an encrypted frame on a key column (server side, no key)")
+    g.add_argument("frame")
+    g.add_argument("--by", required=True, help="key column to group on")
+    g.add_argument("--agg", action="append", default=[], help="COLUMN=sum|count|mean (repeatable; default: sum all)")
+    g.add_argument("--output", required=True, help="encrypted aggregate file to write")
+    g.add_argument("--verify-key-file", default=None, help="refuse an input not signed with this HMAC key")
+    g.add_argument("--signing-key-file", default=None, help="sign the result with this HMAC key")
+    g.set_defaults(func=groupby_frame_command)
+    d = commands.add_parser("decrypt-frame", help="decrypt an encrypted data-frame or aggregate file to CSV")
     d.add_argument("frame")
     d.add_argument("--keys-dir", default=None, help=keys_help)
     d.add_argument("--output", required=True, help="CSV file to write")

@@ -200,5 +200,12 @@ def test_cli_merges_encrypted_frames_without_keys(tmp_path, capsys):
     main(["decrypt-frame", str(tmp_path / "merged"), *keys, "--output", str(tmp_path / "out.csv")])
     expected = pd.merge(left, right, how="inner", on="id")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv"), expected)
+    spec = ["--agg", "age=sum", "--agg", "city=count"]
+    main(["groupby-frame", str(tmp_path / "merged"), "--by", "id", *spec, "--output", str(tmp_path / "grouped")])
+    main(["decrypt-frame", str(tmp_path / "grouped"), *keys, "--output", str(tmp_path / "grouped.csv")])
+    grouped = expected.groupby("id").agg({"age": "sum", "city": "count"})
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "grouped.csv", index_col="id"), grouped)
+    with pytest.raises(ValueError, match="holds an EncryptedAggregate, not an EncryptedDataFrame"):
+        EncryptedDataFrame.load(tmp_path / "grouped")
     with pytest.raises(SystemExit, match="cannot merge: the right frame has no column 'age'"):
         main(["merge-frames", str(tmp_path / "left"), str(tmp_path / "right"), "--on", "age", "--output", "x"])

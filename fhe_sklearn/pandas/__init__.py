@@ -8,6 +8,6 @@
 
 from ._aggregate import EncryptedAggregate
 from .client_engine import ClientEngine, default_keys_path
-from .dataframe import EncryptedDataFrame, EncryptedGroupBy
+from .dataframe import EncryptedDataFrame, EncryptedGroupBy, load
 
-__all__ = ["ClientEngine", "EncryptedAggregate", "EncryptedDataFrame", "EncryptedGroupBy", "default_keys_path"]
+__all__ = ["ClientEngine", "EncryptedAggregate", "EncryptedDataFrame", "EncryptedGroupBy", "default_keys_path", "load"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,19 @@ class EncryptedAggregate:
     def columns(self) -> list[str]:
         """Names of the aggregated columns."""
         return [item.name for item in self.items]
+
+    def save(self, path: str | Path, signing_key: Any = None) -> Path:
+        """Write the aggregate (same zip layout as a frame's, no pickle); optionally signed."""
+        from ._format import save_frame
+
+        return save_frame(self, Path(path).expanduser(), signing_key)
+
+    @classmethod
+    def load(cls, path: str | Path | bytes, verify_key: Any = None) -> EncryptedAggregate:
+        """Read an aggregate written by :meth:`save`, checked as frames are."""
+        from .dataframe import _load
+
+        return _load(path, verify_key, cls)
 
     def __repr__(self) -> str:
         n = len(self.key.cells) if self.key is not None else 1

@@ -1,4 +1,4 @@
-"""The file of an encrypted frame: a zip of ``frame.json``, ``cells.bin`` and ``evaluation_keys.bin``.
+"""The file of an encrypted frame (or aggregate): a zip of ``frame.json``, ``cells.bin`` and ``evaluation_keys.bin``.
 
 ``frame.json`` (plain JSON) holds the format and its version, the key-set id, the circuit
 digest, per column its name, kind, dtype, sealed encodings, per-row encoding index, cell sizes
@@ -55,25 +55,38 @@ def _mac(key: Any, digest: str) -> str:
     return hmac.new(bytes(key), f"fhe_sklearn.pandas.frame\0{digest}".encode(), hashlib.sha256).hexdigest()
 
 
+def _column_record(c: Column, blobs: list[bytes]) -> dict:
+    blobs += [b for b in c.cells if b is not None]
+    return {
+        "name": c.name,
+        "kind": c.kind,
+        "dtype": c.dtype,
+        "encodings": c.encodings,
+        "source": c.source.tolist(),
+        "sizes": [-1 if b is None else len(b) for b in c.cells],
+        "tags": None if c.tags is None else [None if t is None else t.hex() for t in c.tags],
+        "monotonic": c.monotonic,
+    }
+
+
 def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> Path | io.BytesIO:
-    """Write ``frame`` to ``path`` or a buffer (see the module docstring)."""
+    """Write an EncryptedDataFrame or EncryptedAggregate to ``path`` or a buffer."""
+    from ._aggregate import EncryptedAggregate
+
     blobs: list[bytes] = []
-    columns = []
-    for c in frame._columns:
-        blobs += [b for b in c.cells if b is not None]
-        columns.append(
-            {
-                "name": c.name,
-                "kind": c.kind,
-                "dtype": c.dtype,
-                "encodings": c.encodings,
-                "source": c.source.tolist(),
-                "sizes": [-1 if b is None else len(b) for b in c.cells],
-                "tags": None if c.tags is None else [None if t is None else t.hex() for t in c.tags],
-                "monotonic": c.monotonic,
-            }
-        )
-    blobs += frame.info.zeros
+    if isinstance(frame, EncryptedAggregate):
+        body = {"kind": "aggregate", "key": None if frame.key is None else _column_record(frame.key, blobs)}
+        items = []
+        for item in frame.items:
+            blobs += [blob for group in item.partials for blob, _ in group]
+            record = {k: getattr(item, k) for k in ("name", "func", "column", "kind", "encoding")}
+            items.append({**record, "partials": [[[len(b), w] for b, w in group] for group in item.partials]})
+        body.update(items=items, zeros=[])
+    else:
+        body = {"kind": "frame", "sort_on": frame.sort_on}
+        body["columns"] = [_column_record(c, blobs) for c in frame._columns]
+        blobs += frame.info.zeros
+        body["zeros"] = [len(z) for z in frame.info.zeros]
     try:
         concrete = metadata.version("concrete-python")
     except metadata.PackageNotFoundError:  # pragma: no cover
@@ -84,9 +97,7 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
         "versions": {"fhe_sklearn": __version__, "concrete-python": concrete},
         "key_id": frame.info.key_id,
         "circuit": frame.info.circuit,
-        "sort_on": frame.sort_on,
-        "zeros": [len(z) for z in frame.info.zeros],
-        "columns": columns,
+        **body,
     }
     cells = b"".join(blobs)
     manifest["digest"] = _digest(manifest, cells, frame.info.evaluation_keys)
@@ -99,7 +110,8 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
 
 
 def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
-    """Read and check a frame file (or its bytes); ValueError naming what is wrong."""
+    """Read and check a frame or aggregate file (or its bytes); ValueError naming what is wrong."""
+    from ._aggregate import AggregateItem, EncryptedAggregate
     from .dataframe import EncryptedDataFrame
 
     path = source if isinstance(source, Path) else "the encrypted frame"
@@ -132,8 +144,30 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
         if not hmac.compare_digest(str(signature), _mac(verify_key, manifest["digest"])):
             raise ValueError(f"{path}: bad signature (modified, or signed with another key)")
     try:
-        columns, zeros = _columns(manifest, cells)
+        take = _Reader(cells)
+        if manifest["kind"] == "aggregate":
+            key = None if manifest["key"] is None else _column(manifest["key"], take)
+            items = []
+            for r in manifest["items"]:
+                if r["func"] not in ("sum", "count", "mean") or r["kind"] not in KINDS:
+                    raise ValueError("bad aggregate record")
+                partials = [[(take(size), _weight(w)) for size, w in group] for group in r["partials"]]
+                fields = [str(r[k]) for k in ("name", "func", "column", "kind", "encoding")]
+                items.append(AggregateItem(*fields, partials))
+            groups = {len(item.partials) for item in items} | ({len(key.cells)} if key is not None else {1})
+            if len(groups) != 1:
+                raise ValueError("aggregates of different group counts")
+        elif manifest["kind"] == "frame":
+            columns = [_column(r, take) for r in manifest["columns"]]
+            if len(manifest["zeros"]) != ARITY - 1:
+                raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {ARITY - 1}")
+        else:
+            raise ValueError(f"unknown kind {manifest['kind']!r}")
+        zeros = [take(size) for size in manifest["zeros"]]
+        take.finish()
         info = KeyInfo(_hex(manifest["key_id"], 32), _hex(manifest["circuit"], 64), keys, zeros)
+        if manifest["kind"] == "aggregate":
+            return EncryptedAggregate(info, items, key)
         sort_on = manifest["sort_on"]
         if sort_on is not None and sort_on not in [c.name for c in columns]:
             raise ValueError("sort_on names no column")
@@ -142,43 +176,51 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
         raise ValueError(f"{path}: malformed frame.json ({str(err)[:200]})") from None
 
 
-def _columns(manifest: dict, cells: bytes) -> tuple[list[Column], list[bytes]]:
-    offset = 0
+class _Reader:
+    """Slices cells.bin in order, checking each size."""
 
-    def take(size: int) -> bytes:
-        nonlocal offset
-        if not isinstance(size, int) or not 0 < size <= MAX_CELL_BYTES or offset + size > len(cells):
+    def __init__(self, cells: bytes) -> None:
+        self.cells, self.offset = cells, 0
+
+    def __call__(self, size: int) -> bytes:
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_CELL_BYTES:
+            raise ValueError("bad cell size")
+        if self.offset + size > len(self.cells):
             raise ValueError("cell sizes do not match cells.bin")
-        offset += size
-        return cells[offset - size : offset]
+        self.offset += size
+        return self.cells[self.offset - size : self.offset]
 
-    columns = []
-    for c in manifest["columns"]:
-        if c["kind"] not in KINDS or not isinstance(c["name"], str) or not isinstance(c["dtype"], str):
-            raise ValueError("bad column record")
-        sizes, encodings = c["sizes"], c["encodings"]
-        if not isinstance(encodings, list) or not all(isinstance(e, str) for e in encodings) or not encodings:
-            raise ValueError(f"column {c['name']!r}: bad encodings")
-        source = np.asarray(c["source"], dtype=np.int16)
-        if source.shape != (len(sizes),) or source.min(initial=0) < -1 or source.max(initial=0) >= len(encodings):
-            raise ValueError(f"column {c['name']!r}: bad encoding indices")
-        row_cells = [None if s == -1 else take(s) for s in sizes]
-        if any((x is None) != (e < 0) for x, e in zip(row_cells, source)):
-            raise ValueError(f"column {c['name']!r}: empty cells and encoding indices disagree")
-        tags = c["tags"]
-        if tags is not None:
-            if len(tags) != len(sizes):
-                raise ValueError(f"column {c['name']!r}: {len(tags)} tags for {len(sizes)} rows")
-            tags = [None if t is None else bytes.fromhex(_hex(t, 2 * TAG_BYTES)) for t in tags]
-        if not isinstance(c["monotonic"], bool):
-            raise ValueError(f"column {c['name']!r}: bad monotonic flag")
-        columns.append(Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"]))
-    if len(manifest["zeros"]) != ARITY - 1:
-        raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {ARITY - 1}")
-    zeros = [take(s) for s in manifest["zeros"]]
-    if offset != len(cells):
-        raise ValueError("cells.bin holds more bytes than the cells")
-    return columns, zeros
+    def finish(self) -> None:
+        if self.offset != len(self.cells):
+            raise ValueError("cells.bin holds more bytes than the cells")
+
+
+def _weight(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError("bad partial-sum weight")
+    return value
+
+
+def _column(c: dict, take: _Reader) -> Column:
+    if c["kind"] not in KINDS or not isinstance(c["name"], str) or not isinstance(c["dtype"], str):
+        raise ValueError("bad column record")
+    sizes, encodings = c["sizes"], c["encodings"]
+    if not isinstance(encodings, list) or not all(isinstance(e, str) for e in encodings) or not encodings:
+        raise ValueError(f"column {c['name']!r}: bad encodings")
+    source = np.asarray(c["source"], dtype=np.int16)
+    if source.shape != (len(sizes),) or source.min(initial=0) < -1 or source.max(initial=0) >= len(encodings):
+        raise ValueError(f"column {c['name']!r}: bad encoding indices")
+    row_cells = [None if s == -1 else take(s) for s in sizes]
+    if any((x is None) != (e < 0) for x, e in zip(row_cells, source)):
+        raise ValueError(f"column {c['name']!r}: empty cells and encoding indices disagree")
+    tags = c["tags"]
+    if tags is not None:
+        if len(tags) != len(sizes):
+            raise ValueError(f"column {c['name']!r}: {len(tags)} tags for {len(sizes)} rows")
+        tags = [None if t is None else bytes.fromhex(_hex(t, 2 * TAG_BYTES)) for t in tags]
+    if not isinstance(c["monotonic"], bool):
+        raise ValueError(f"column {c['name']!r}: bad monotonic flag")
+    return Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"])
 
 
 def _hex(value: Any, length: int) -> str:

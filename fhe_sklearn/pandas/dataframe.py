@@ -191,7 +191,7 @@ class EncryptedDataFrame:
         """Write the frame (a zip of JSON and ciphertexts, no pickle); optionally HMAC-signed."""
         from ._format import save_frame
 
-        return save_frame(self, Path(path), signing_key)
+        return save_frame(self, Path(path).expanduser(), signing_key)
 
     def to_bytes(self, signing_key: Any = None) -> bytes:
         """The bytes :meth:`save` writes."""
@@ -203,9 +203,7 @@ class EncryptedDataFrame:
     def load(cls, path: str | Path | bytes, verify_key: Any = None) -> EncryptedDataFrame:
         """Read a frame written by :meth:`save` (a path, or the file's bytes), checking its
         format version, integrity (a modified file is refused) and, with ``verify_key``, signature."""
-        from ._format import load_frame
-
-        return load_frame(path if isinstance(path, bytes) else Path(path), verify_key)
+        return _load(path, verify_key, cls)
 
 
 class EncryptedGroupBy:
@@ -271,3 +269,20 @@ def check_same_keys(*frames: EncryptedDataFrame) -> None:
             )
         if frame.info.circuit != first.circuit:
             raise ValueError("the frames were written by fhe_sklearn versions with different circuits")
+
+
+def load(path: str | Path | bytes, verify_key: Any = None) -> EncryptedDataFrame | EncryptedAggregate:
+    """An encrypted frame or aggregate from its file (or the file's bytes), checked as
+    :meth:`EncryptedDataFrame.load` does."""
+    from ._format import load_frame
+
+    return load_frame(path if isinstance(path, bytes) else Path(path).expanduser(), verify_key)
+
+
+def _load(path: Any, verify_key: Any, kind: type) -> Any:
+    loaded = load(path, verify_key)
+    if not isinstance(loaded, kind):
+        raise ValueError(
+            f"this file holds an {type(loaded).__name__}, not an {kind.__name__}: use fhe_sklearn.pandas.load"
+        )
+    return loaded
