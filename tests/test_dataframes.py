@@ -66,6 +66,13 @@ def test_every_merge_equals_pandas(clear_engine, pair):
         merged = enc_left.merge(enc_right, how=how, on="k")
         assert merged.shape == pd.merge(left, right, how=how, on="k").shape
         _assert_equal(clear_engine.decrypt_to_pandas(merged), pd.merge(left, right, how=how, on="k"))
+    # merged again: pandas' dtypes (gaps promote) and row order (sortedness) carry over
+    third = right.rename(columns={"v": "w", "f": "g", "b": "c"}).sort_values("k", ignore_index=True)
+    enc_third = clear_engine.encrypt_from_pandas(third, keys="k")
+    for first, second in [("left", "inner"), ("inner", "right"), ("right", "left")]:
+        twice = enc_left.merge(enc_right, how=first, on="k").merge(enc_third, how=second, on="k")
+        expected = pd.merge(pd.merge(left, right, how=first, on="k"), third, how=second, on="k")
+        _assert_equal(clear_engine.decrypt_to_pandas(twice), expected)
 
 
 @FAST
@@ -76,7 +83,7 @@ def test_groupby_and_column_aggregates_equal_pandas(clear_engine, pair):
     encrypted = clear_engine.encrypt_from_pandas(left, keys="k").merge(
         clear_engine.encrypt_from_pandas(right, keys="k"), how="left", on="k"
     )
-    spec = {"v_x": "sum", "v_y": "mean", "f": "mean", "s": "count"}
+    spec = {"v_x": "sum", "v_y": "sum", "f": "mean", "s": "count"}
     _assert_equal(clear_engine.decrypt_to_pandas(encrypted.groupby("k").agg(spec)), frame.groupby("k").agg(spec))
     by_right = clear_engine.encrypt_from_pandas(right, keys="k").groupby("k")[["v", "b", "f"]]
     for func in ("sum", "count", "mean"):

@@ -25,6 +25,8 @@ class AggregateItem:
     column: str
     kind: str
     encoding: str
+    #: the pandas dtype of the column (an integer column a merge left gaps in is float64)
+    dtype: str
     partials: list[list[tuple[bytes, int]]]
 
 
@@ -132,5 +134,7 @@ def aggregate(info: KeyInfo, columns: list[Column], funcs: list[str], groups: li
             ]
         used = column.source[column.source >= 0]
         encoding = column.encodings[int(used[0])] if used.size else column.encodings[0]
-        items.append(AggregateItem(column.name, func, column.name, column.kind, encoding, cache[column.name]))
+        items.append(
+            AggregateItem(column.name, func, column.name, column.kind, encoding, column.dtype, cache[column.name])
+        )
     return items

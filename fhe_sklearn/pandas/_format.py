@@ -79,7 +79,7 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
         items = []
         for item in frame.items:
             blobs += [blob for group in item.partials for blob, _ in group]
-            record = {k: getattr(item, k) for k in ("name", "func", "column", "kind", "encoding")}
+            record = {k: getattr(item, k) for k in ("name", "func", "column", "kind", "encoding", "dtype")}
             items.append({**record, "partials": [[[len(b), w] for b, w in group] for group in item.partials]})
         body.update(items=items, zeros=[])
     else:
@@ -152,7 +152,7 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
                 if r["func"] not in ("sum", "count", "mean") or r["kind"] not in KINDS:
                     raise ValueError("bad aggregate record")
                 partials = [[(take(size), _weight(w)) for size, w in group] for group in r["partials"]]
-                fields = [str(r[k]) for k in ("name", "func", "column", "kind", "encoding")]
+                fields = [str(r[k]) for k in ("name", "func", "column", "kind", "encoding", "dtype")]
                 items.append(AggregateItem(*fields, partials))
             groups = {len(item.partials) for item in items} | ({len(key.cells)} if key is not None else {1})
             if len(groups) != 1:

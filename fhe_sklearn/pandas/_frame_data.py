@@ -36,14 +36,10 @@ class Column:
         """The column's rows ``rows`` (-1: an empty cell)."""
         rows = np.asarray(rows, dtype=np.int64)
         cells = [self.cells[r] if r >= 0 else None for r in rows]
-        source = np.where(rows >= 0, self.source[np.maximum(rows, 0)], -1).astype(np.int16)
+        picked = self.source[np.maximum(rows, 0)] if len(self.source) else np.zeros(len(rows), dtype=np.int16)
+        source = np.where(rows >= 0, picked, -1).astype(np.int16)
         tags = None if self.tags is None else [self.tags[r] if r >= 0 else None for r in rows]
         return Column(name or self.name, self.kind, self.dtype, list(self.encodings), source, cells, tags)
-
-    def with_monotonic(self, monotonic: bool) -> Column:
-        """The column, with its sortedness flag set."""
-        self.monotonic = monotonic
-        return self
 
 
 @dataclass

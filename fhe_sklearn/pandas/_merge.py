@@ -17,28 +17,36 @@ HOWS = ("left", "right", "inner", "outer")
 
 
 def plan_merge(
-    left_tags: list[bytes], right_tags: list[bytes], how: str, dtype: str, monotonic: bool = False
+    left_tags: list[bytes],
+    right_tags: list[bytes],
+    how: str,
+    dtype: str,
+    sorted_keys: tuple[bool, bool] = (False, False),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row numbers of the left and right frame (-1: none) of each row of the merge.
 
-    pandas picks its join algorithm (and so an inner merge's row order) by the keys' dtype,
-    NaN keys and sortedness: the tags get stand-ins of the key column's dtype family, numbered
-    by first appearance, NaN where the key is NaN; when both owners' keys are sorted
-    (``monotonic``) and one side's are unique, pandas joins in key order, which for sorted
-    inputs is the left rows in order, each with its matches in right order.
+    pandas picks its join algorithm, and so the row order of an inner merge, by the keys'
+    dtype, NaN keys and whether both sides are sorted with one side unique. The tags get
+    stand-ins of the key column's dtype family, NaN where the key is NaN, numbered by first
+    appearance -- descending, so the stand-ins of a side whose owner's keys are not sorted
+    (``sorted_keys``) are not sorted either. Where pandas would merge-join sorted keys, an inner
+    merge is the left rows in order, each with its matches in right order.
     """
-    if (
-        monotonic
-        and how == "inner"
-        and (len(set(left_tags)) == len(left_tags) or len(set(right_tags)) == len(right_tags))
-    ):
-        li, ri = plan_merge(left_tags, right_tags, "left", dtype)
-        return li[ri >= 0], ri[ri >= 0]
-    tags = left_tags + right_tags
-    codes, _ = pd.factorize(pd.Series([t.hex() for t in tags], dtype=object))
-    nan = np.array([t == NAN_TAG for t in tags], dtype=bool)
+    left_sorted, right_sorted = sorted_keys
+    unique = len(set(left_tags)) == len(left_tags) or len(set(right_tags)) == len(right_tags)
+    if left_sorted and right_sorted and unique:
+        if how == "inner":
+            li, ri = plan_merge(left_tags, right_tags, "left", dtype)
+            return li[ri >= 0], ri[ri >= 0]
+        order = left_tags + right_tags
+    else:  # a side known unsorted numbers its keys first (it has two distinct keys or a NaN)
+        order = right_tags + left_tags if left_sorted else left_tags + right_tags
+    first, _ = pd.factorize(pd.Series([t.hex() for t in order], dtype=object))
+    descending = dict(zip(order, (first.max(initial=0) - first).tolist()))
+    codes = [descending[t] for t in left_tags + right_tags]
+    nan = [t == NAN_TAG for t in left_tags + right_tags]
     if dtype in ("str", "object"):
-        keys = pd.Series([None if n else f"k{c}" for c, n in zip(codes, nan)], dtype=dtype)
+        keys = pd.Series([None if n else f"k{c:09d}" for c, n in zip(codes, nan)], dtype=dtype)
     else:  # integer keys cannot be NaN
         keys = pd.Series(codes, dtype=np.int64)
     left = pd.DataFrame({"k": keys[: len(left_tags)].to_numpy(), "l": np.arange(len(left_tags))})

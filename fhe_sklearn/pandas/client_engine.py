@@ -230,7 +230,10 @@ class ClientEngine:
             parts.append(part)
         values = parts[0] if len(parts) == 1 else pd.concat(parts).sort_index()
         # rows a join left empty: NaN, with the dtype promotion pandas.merge applies
-        return values.reindex(np.arange(len(column.cells))) if len(rows) < len(column.cells) else values
+        if len(rows) < len(column.cells):
+            values = values.reindex(np.arange(len(column.cells)))
+        # a column an earlier merge left gaps in keeps pandas' promoted dtype
+        return values if str(values.dtype) == column.dtype else values.astype(column.dtype)
 
     def decrypt_to_pandas(self, encrypted: EncryptedDataFrame | EncryptedAggregate) -> pd.DataFrame | pd.Series:
         """The clear DataFrame of an encrypted frame (or the DataFrame / Series of an aggregate)."""
@@ -257,7 +260,8 @@ class ClientEngine:
             for partials in item.partials:
                 total, count = from_cells(self._decrypt([blob for blob, _ in partials]))
                 weights = np.array([w for _, w in partials], dtype=np.int64)
-                column.append(decode_sums(int(total @ weights), int(count @ weights), encoding, item.func))
+                value = decode_sums(int(total @ weights), int(count @ weights), encoding, item.func)
+                column.append(float(value) if item.func == "sum" and item.dtype.startswith("float") else value)
             values[item.name] = column
         if result.key is None:
             return pd.Series({name: v[0] for name, v in values.items()})

@@ -1,9 +1,10 @@
 """EncryptedDataFrame: a table of encrypted cells that a server merges and aggregates.
 
 What the server learns (see the README's "Encrypted data-frames"): the shape, column names
-and dtypes, and the equality pattern of key columns (which rows share a key value, within a
-frame and across frames of the same key set) -- hence the join's structure and group sizes.
-It never sees a key value, a cell value, an offset, a scale or a category.
+and dtypes, the equality pattern of key columns (which rows share a key value, within a frame
+and across frames of the same key set) -- hence the join's structure and group sizes --,
+which key cells are NaN and whether an owner's key column is sorted. It never sees a key
+value, a cell value, an offset, a scale or a category.
 """
 
 from __future__ import annotations
@@ -148,19 +149,21 @@ class EncryptedDataFrame:
         names = pd.merge(
             pd.DataFrame(columns=self.columns), pd.DataFrame(columns=other.columns), on=on, suffixes=suffixes
         ).columns
-        monotonic = left_key.monotonic and right_key.monotonic
         dtype = left_key.dtype if left_key.kind == "str" else "int"
-        li, ri = plan_merge(left_key.tags, right_key.tags, how, dtype, monotonic)
+        li, ri = plan_merge(left_key.tags, right_key.tags, how, dtype, (left_key.monotonic, right_key.monotonic))
         columns = [c.take(li) for c in self._columns] + [c.take(ri) for c in other._columns if c.name != on]
         key_index = list(self.columns).index(on)
-        # the merged keys stay sorted where one side's order is kept
-        columns[key_index].monotonic = left_key.monotonic and how in ("left", "inner")
         if how == "right":
-            columns[key_index] = right_key.take(ri).with_monotonic(right_key.monotonic)
+            columns[key_index] = right_key.take(ri)
+        if how != "outer":  # (an outer merge is not merged again)
+            rows, key = (ri, right_key) if how == "right" else (li, left_key)
+            columns[key_index].monotonic = _still_sorted(rows, key)
         elif how == "outer":
             columns[key_index] = _coalesce(left_key.take(li), right_key.take(ri))
         for column, name in zip(columns, names):
             column.name = name
+            if (column.source < 0).any():  # gaps: the dtype pandas.merge promotes to
+                column.dtype = {"int": "float64", "bool": "object"}.get(column.kind, column.dtype)
         return EncryptedDataFrame(self.info, columns, sort_on=on if how == "outer" else None)
 
     def groupby(self, by: str) -> EncryptedGroupBy:
@@ -245,6 +248,15 @@ def _pairs(columns: list[Column], func: str | dict[str, str], frame: EncryptedDa
     if not columns:
         raise ValueError("no column to aggregate")
     return [(c, func) for c in columns]
+
+
+def _still_sorted(rows: np.ndarray, key: Column) -> bool:
+    """Whether the keys of ``key``'s rows ``rows`` are sorted, from tags alone: for sorted
+    keys, a step back in row number is a step back in key unless the two tags are equal."""
+    if not key.monotonic:
+        return False
+    back = np.flatnonzero(rows[1:] < rows[:-1])
+    return all(key.tags[rows[t]] == key.tags[rows[t + 1]] for t in back)
 
 
 def _coalesce(left: Column, right: Column) -> Column:
