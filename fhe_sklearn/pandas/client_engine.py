@@ -94,7 +94,7 @@ class ClientEngine:
     def share_keys(self, path: str | Path) -> Path:
         """Copy the key directory to ``path`` for a second data owner (see the trust model)."""
         self._ready()
-        target = Path(path)
+        target = Path(path).expanduser()
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in (KEYS_FILE, DIGEST_FILE, SECRETS_FILE):
             if (self.keys_path / name).exists():
