@@ -3,7 +3,9 @@
 - ``demo``: fit, compile and run real encrypted predictions, with a table of scores and costs;
 - ``compile DATA.csv --output DIR``: fit a model on a CSV and write a deployment directory;
 - ``predict DIR DATA.csv --output predictions.csv``: encrypted predictions for a CSV;
-- ``serve DIR``: the HTTP server of a deployment directory.
+- ``serve DIR``: the HTTP server of a deployment directory;
+- ``encrypt-frame``, ``merge-frames``, ``groupby-frame``, ``decrypt-frame``: encrypted
+  data-frames (:mod:`fhe_sklearn.pandas`) from and to CSV files, merged and grouped without any key.
 """
 
 from __future__ import annotations
@@ -237,6 +239,113 @@ def _serve(args: argparse.Namespace) -> None:
         raise SystemExit(str(err)) from None
 
 
+def _key_file(path: str | None) -> bytes | None:
+    return Path(path).read_bytes().strip() if path else None
+
+
+def encrypt_frame_command(args: argparse.Namespace) -> Path:
+    """Encrypt a CSV into an encrypted frame file with the keys of ``--keys-dir``."""
+    from .pandas import ClientEngine
+
+    frame = pd.read_csv(args.data) if Path(args.data).is_file() else None
+    if frame is None:
+        raise SystemExit(f"no such CSV file: {args.data}")
+    engine = ClientEngine(args.keys_dir or None)
+    try:
+        encrypted = engine.encrypt_from_pandas(frame, keys=args.key)
+    except ValueError as err:
+        raise SystemExit(f"cannot encrypt {args.data}: {err}") from None
+    path = encrypted.save(args.output, signing_key=_key_file(args.signing_key_file))
+    print(f"{len(frame)} rows x {frame.shape[1]} columns encrypted to {path} (key columns {args.key})")
+    return path
+
+
+def merge_frames_command(args: argparse.Namespace) -> Path:
+    """The server side: merge two encrypted frame files, no key needed."""
+    from .pandas import EncryptedDataFrame
+
+    verify = _key_file(args.verify_key_file)
+    try:
+        left = EncryptedDataFrame.load(args.left, verify_key=verify)
+        right = EncryptedDataFrame.load(args.right, verify_key=verify)
+        merged = left.merge(right, how=args.how, on=args.on)
+    except ValueError as err:
+        raise SystemExit(f"cannot merge: {err}") from None
+    path = merged.save(args.output, signing_key=_key_file(args.signing_key_file))
+    print(f"{args.how} merge on {args.on!r}: {merged.shape[0]} rows x {merged.shape[1]} columns written to {path}")
+    return path
+
+
+def groupby_frame_command(args: argparse.Namespace) -> Path:
+    """The server side: group an encrypted frame file on a key column, no key needed."""
+    from .pandas import EncryptedDataFrame
+
+    spec = {}
+    for item in args.agg:
+        column, sep, func = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--agg takes COLUMN=FUNC (sum, count or mean), got {item!r}")
+        spec[column] = func
+    try:
+        frame = EncryptedDataFrame.load(args.frame, verify_key=_key_file(args.verify_key_file))
+        result = frame.groupby(args.by).agg(spec or "sum")
+    except (ValueError, KeyError) as err:
+        raise SystemExit(f"cannot group: {err}") from None
+    path = result.save(args.output, signing_key=_key_file(args.signing_key_file))
+    print(f"group-by {args.by!r} of {result.columns} written to {path}")
+    return path
+
+
+def decrypt_frame_command(args: argparse.Namespace) -> pd.DataFrame:
+    """Decrypt an encrypted frame or aggregate file to CSV with the keys of ``--keys-dir``."""
+    from .pandas import ClientEngine, load
+
+    try:
+        result = ClientEngine(args.keys_dir or None).decrypt_to_pandas(
+            load(args.frame, verify_key=_key_file(args.verify_key_file))
+        )
+    except ValueError as err:
+        raise SystemExit(f"cannot decrypt {args.frame}: {err}") from None
+    keep_index = not isinstance(result.index, pd.RangeIndex)  # group keys, or column names
+    result.to_csv(args.output, index=keep_index)
+    print(f"{len(result)} rows decrypted to {args.output}")
+    return result
+
+
+def _frame_commands(commands: Any) -> None:
+    keys_help = "key directory (default: a per-user cache directory, never the working directory)"
+    e = commands.add_parser("encrypt-frame", help="encrypt a CSV into an encrypted data-frame file")
+    e.add_argument("data", help="CSV file")
+    e.add_argument("--key", action="append", default=[], help="a key column for merges and group-bys (repeatable)")
+    e.add_argument("--keys-dir", default=None, help=keys_help)
+    e.add_argument("--output", required=True, help="encrypted frame file to write (.fhedf)")
+    e.add_argument("--signing-key-file", default=None, help="sign the file with this shared HMAC key")
+    e.set_defaults(func=encrypt_frame_command)
+    m = commands.add_parser("merge-frames", help="merge two encrypted frames (server side, no key needed)")
+    m.add_argument("left")
+    m.add_argument("right")
+    m.add_argument("--how", default="left", choices=["left", "right", "inner", "outer"])
+    m.add_argument("--on", required=True, help="key column of both frames")
+    m.add_argument("--output", required=True, help="merged encrypted frame file to write")
+    m.add_argument("--verify-key-file", default=None, help="refuse inputs not signed with this HMAC key")
+    m.add_argument("--signing-key-file", default=None, help="sign the merged file with this HMAC key")
+    m.set_defaults(func=merge_frames_command)
+    g = commands.add_parser("groupby-frame", help="group an encrypted frame on a key column (server side, no key)")
+    g.add_argument("frame")
+    g.add_argument("--by", required=True, help="key column to group on")
+    g.add_argument("--agg", action="append", default=[], help="COLUMN=sum|count|mean (repeatable; default: sum all)")
+    g.add_argument("--output", required=True, help="encrypted aggregate file to write")
+    g.add_argument("--verify-key-file", default=None, help="refuse an input not signed with this HMAC key")
+    g.add_argument("--signing-key-file", default=None, help="sign the result with this HMAC key")
+    g.set_defaults(func=groupby_frame_command)
+    d = commands.add_parser("decrypt-frame", help="decrypt an encrypted data-frame or aggregate file to CSV")
+    d.add_argument("frame")
+    d.add_argument("--keys-dir", default=None, help=keys_help)
+    d.add_argument("--output", required=True, help="CSV file to write")
+    d.add_argument("--verify-key-file", default=None, help="refuse a file not signed with this HMAC key")
+    d.set_defaults(func=decrypt_frame_command)
+
+
 def _positive(kind: type, zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -362,5 +471,6 @@ def main(argv: list[str] | None = None) -> Any:
         "--dask-scheduler", default=None, help="run batches on this Dask cluster (tcp://host:8786), not the local pool"
     )
     s.set_defaults(func=_serve)
+    _frame_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -8,7 +8,15 @@ from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 # the walkthroughs the README links to, by name: a missing one fails its own case
-NAMES = ("linear_models", "tree_models", "more_estimators", "client_server", "byo_network", "hybrid_model")
+NAMES = (
+    "linear_models",
+    "tree_models",
+    "more_estimators",
+    "client_server",
+    "byo_network",
+    "hybrid_model",
+    "encrypted_dataframes",
+)
 NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in NAMES]
 
 

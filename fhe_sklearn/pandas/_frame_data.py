@@ -1,0 +1,53 @@
+"""The parts of an encrypted frame: columns of serialized cells, and what identifies the keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Column:
+    """One encrypted column.
+
+    ``cells[i]`` is row i's serialized ciphertext, or None for a row a join left empty (NaN);
+    ``source[i]`` indexes ``encodings`` (sealed), the encoding of row i (a merged key column
+    holds cells of both frames), -1 where the cell is None. ``tags`` (key columns only) are
+    the rows' key tags.
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    encodings: list[str]
+    source: np.ndarray
+    cells: list[bytes | None]
+    tags: list[bytes | None] | None = None
+    #: key columns: whether the owner's keys are sorted (pandas joins sorted keys its own way)
+    monotonic: bool = False
+
+    @property
+    def is_key(self) -> bool:
+        """Whether the column carries key tags (merges and group-bys may use it)."""
+        return self.tags is not None
+
+    def take(self, rows: np.ndarray, name: str | None = None) -> Column:
+        """The column's rows ``rows`` (-1: an empty cell)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cells = [self.cells[r] if r >= 0 else None for r in rows]
+        picked = self.source[np.maximum(rows, 0)] if len(self.source) else np.zeros(len(rows), dtype=np.int16)
+        source = np.where(rows >= 0, picked, -1).astype(np.int16)
+        tags = None if self.tags is None else [self.tags[r] if r >= 0 else None for r in rows]
+        return Column(name or self.name, self.kind, self.dtype, list(self.encodings), source, cells, tags)
+
+
+@dataclass
+class KeyInfo:
+    """What every frame carries about the key set it was encrypted under (all public)."""
+
+    key_id: str
+    circuit: str
+    evaluation_keys: bytes = field(repr=False)
+    #: ARITY - 1 distinct encryptions of an all-zero cell, to pad sums
+    zeros: list[bytes] = field(repr=False)
