@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._circuit import ARITY, CLEAR, clear_cell, read_clear_cell, sum_circuit
-from ._frame_data import Column, KeyInfo
+from ._format import read_frame_file, save_frame
+from ._frame_data import AggregateItem, Column, KeyInfo
 
 FUNCS = ("sum", "count", "mean")
-
-
-@dataclass
-class AggregateItem:
-    """One aggregated column: per group, the (serialized partial sum, weight) pairs whose
-    weighted total it is."""
-
-    name: str
-    func: str
-    column: str
-    kind: str
-    encoding: str
-    #: the pandas dtype of the column (an integer column a merge left gaps in is float64)
-    dtype: str
-    partials: list[list[tuple[bytes, int]]]
 
 
 class EncryptedAggregate:
@@ -38,6 +23,8 @@ class EncryptedAggregate:
     With a ``key``, it decrypts to a DataFrame indexed by the sorted group keys (NaN keys
     dropped, as ``DataFrame.groupby``); without, to a Series indexed by column names.
     """
+
+    file_kind = "aggregate"
 
     def __init__(self, info: KeyInfo, items: list[AggregateItem], key: Column | None) -> None:
         self.info = info
@@ -51,16 +38,13 @@ class EncryptedAggregate:
 
     def save(self, path: str | Path, signing_key: Any = None) -> Path:
         """Write the aggregate (same zip layout as a frame's, no pickle); optionally signed."""
-        from ._format import save_frame
-
         return save_frame(self, Path(path).expanduser(), signing_key)
 
     @classmethod
     def load(cls, path: str | Path | bytes, verify_key: Any = None) -> EncryptedAggregate:
         """Read an aggregate written by :meth:`save`, checked as frames are."""
-        from .dataframe import _load
-
-        return _load(path, verify_key, cls)
+        contents = read_frame_file(path, verify_key, "aggregate")
+        return cls(contents.info, contents.items, contents.key)
 
     def __repr__(self) -> str:
         n = len(self.key.cells) if self.key is not None else 1

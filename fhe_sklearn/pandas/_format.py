@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import zipfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 from .._version import __version__
 from ._circuit import ARITY
 from ._encoding import KINDS
-from ._frame_data import Column, KeyInfo
+from ._frame_data import AggregateItem, Column, KeyInfo
 from ._secrets import TAG_BYTES
 
 FORMAT = "fhe_sklearn.encrypted_dataframe"
@@ -69,12 +70,27 @@ def _column_record(c: Column, blobs: list[bytes]) -> dict:
     }
 
 
+@dataclass
+class FrameFile:
+    """What a frame or aggregate file holds, checked: ``kind`` ``"frame"`` (``columns``,
+    ``sort_on``) or ``"aggregate"`` (``items``, ``key``)."""
+
+    kind: str
+    info: KeyInfo
+    columns: list[Column] = field(default_factory=list)
+    sort_on: str | None = None
+    items: list[AggregateItem] = field(default_factory=list)
+    key: Column | None = None
+
+
+#: the class each kind of file loads as, for messages
+CLASS_OF_KIND = {"frame": "EncryptedDataFrame", "aggregate": "EncryptedAggregate"}
+
+
 def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> Path | io.BytesIO:
     """Write an EncryptedDataFrame or EncryptedAggregate to ``path`` or a buffer."""
-    from ._aggregate import EncryptedAggregate
-
     blobs: list[bytes] = []
-    if isinstance(frame, EncryptedAggregate):
+    if frame.file_kind == "aggregate":
         body = {"kind": "aggregate", "key": None if frame.key is None else _column_record(frame.key, blobs)}
         items = []
         for item in frame.items:
@@ -109,11 +125,20 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
     return path
 
 
-def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
-    """Read and check a frame or aggregate file (or its bytes); ValueError naming what is wrong."""
-    from ._aggregate import AggregateItem, EncryptedAggregate
-    from .dataframe import EncryptedDataFrame
+def read_frame_file(source: str | Path | bytes, verify_key: Any = None, kind: str | None = None) -> FrameFile:
+    """The checked contents of a frame or aggregate file (a path, or the file's bytes), of
+    ``kind`` if given; ValueError naming what is wrong."""
+    contents = load_frame(source if isinstance(source, bytes) else Path(source).expanduser(), verify_key)
+    if kind is not None and contents.kind != kind:
+        raise ValueError(
+            f"this file holds an {CLASS_OF_KIND[contents.kind]}, not an {CLASS_OF_KIND[kind]}: "
+            "use fhe_sklearn.pandas.load"
+        )
+    return contents
 
+
+def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
+    """Read and check a frame or aggregate file (or its bytes); ValueError naming what is wrong."""
     path = source if isinstance(source, Path) else "the encrypted frame"
     members = _read_members(source)
     try:
@@ -167,11 +192,11 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> Any:
         take.finish()
         info = KeyInfo(_hex(manifest["key_id"], 32), _hex(manifest["circuit"], 64), keys, zeros)
         if manifest["kind"] == "aggregate":
-            return EncryptedAggregate(info, items, key)
+            return FrameFile("aggregate", info, items=items, key=key)
         sort_on = manifest["sort_on"]
         if sort_on is not None and sort_on not in [c.name for c in columns]:
             raise ValueError("sort_on names no column")
-        return EncryptedDataFrame(info, columns, sort_on=sort_on)
+        return FrameFile("frame", info, columns=columns, sort_on=sort_on)
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{path}: malformed frame.json ({str(err)[:200]})") from None
 

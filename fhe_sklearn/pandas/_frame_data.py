@@ -51,3 +51,18 @@ class KeyInfo:
     evaluation_keys: bytes = field(repr=False)
     #: ARITY - 1 distinct encryptions of an all-zero cell, to pad sums
     zeros: list[bytes] = field(repr=False)
+
+
+@dataclass
+class AggregateItem:
+    """One aggregated column: per group, the (serialized partial sum, weight) pairs whose
+    weighted total it is."""
+
+    name: str
+    func: str
+    column: str
+    kind: str
+    encoding: str
+    #: the pandas dtype of the column (an integer column a merge left gaps in is float64)
+    dtype: str
+    partials: list[list[tuple[bytes, int]]]

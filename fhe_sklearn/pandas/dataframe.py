@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._aggregate import EncryptedAggregate, aggregate
+from ._format import frame_bytes, read_frame_file, save_frame
 from ._frame_data import Column, KeyInfo
 from ._merge import HOWS, plan_groups, plan_merge
 
@@ -32,6 +33,8 @@ class EncryptedDataFrame:
     sort_on : str or None
         Set on an outer merge: the client sorts the decrypted rows on this key, as pandas does.
     """
+
+    file_kind = "frame"
 
     def __init__(self, info: KeyInfo, columns: list[Column], sort_on: str | None = None) -> None:
         lengths = {len(c.cells) for c in columns}
@@ -192,21 +195,18 @@ class EncryptedDataFrame:
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path, signing_key: Any = None) -> Path:
         """Write the frame (a zip of JSON and ciphertexts, no pickle); optionally HMAC-signed."""
-        from ._format import save_frame
-
         return save_frame(self, Path(path).expanduser(), signing_key)
 
     def to_bytes(self, signing_key: Any = None) -> bytes:
         """The bytes :meth:`save` writes."""
-        from ._format import frame_bytes
-
         return frame_bytes(self, signing_key)
 
     @classmethod
     def load(cls, path: str | Path | bytes, verify_key: Any = None) -> EncryptedDataFrame:
         """Read a frame written by :meth:`save` (a path, or the file's bytes), checking its
         format version, integrity (a modified file is refused) and, with ``verify_key``, signature."""
-        return _load(path, verify_key, cls)
+        contents = read_frame_file(path, verify_key, "frame")
+        return cls(contents.info, contents.columns, sort_on=contents.sort_on)
 
 
 class EncryptedGroupBy:
@@ -286,15 +286,7 @@ def check_same_keys(*frames: EncryptedDataFrame) -> None:
 def load(path: str | Path | bytes, verify_key: Any = None) -> EncryptedDataFrame | EncryptedAggregate:
     """An encrypted frame or aggregate from its file (or the file's bytes), checked as
     :meth:`EncryptedDataFrame.load` does."""
-    from ._format import load_frame
-
-    return load_frame(path if isinstance(path, bytes) else Path(path).expanduser(), verify_key)
-
-
-def _load(path: Any, verify_key: Any, kind: type) -> Any:
-    loaded = load(path, verify_key)
-    if not isinstance(loaded, kind):
-        raise ValueError(
-            f"this file holds an {type(loaded).__name__}, not an {kind.__name__}: use fhe_sklearn.pandas.load"
-        )
-    return loaded
+    contents = read_frame_file(path, verify_key)
+    if contents.kind == "aggregate":
+        return EncryptedAggregate(contents.info, contents.items, contents.key)
+    return EncryptedDataFrame(contents.info, contents.columns, sort_on=contents.sort_on)
