@@ -260,6 +260,20 @@ class FHEEstimatorMixin:
             show_mlir=show_mlir,
         )
 
+    def bitwidth_and_range_report(self, X: Any = None) -> dict[str, dict[str, Any]]:
+        """Integer range and bit-width of every value of the quantized model: the worst case
+        and, with ``X``, those observed on it (see :meth:`QuantizedModule.bitwidth_and_range_report`)."""
+        self.check_model_is_fitted()
+        if X is None:
+            return self.quantized_module_.bitwidth_and_range_report()
+        return self.quantized_module_.bitwidth_and_range_report(validate_data(self, X, dtype=np.float64, reset=False))
+
+    def circuit_report(self, measure_keys: bool = False) -> dict[str, Any]:
+        """The compiled circuit's PBS by precision, encrypted matmuls, key sizes, complexity
+        (see :meth:`QuantizedModule.circuit_report`)."""
+        self.check_model_is_compiled()
+        return self.quantized_module_.circuit_report(measure_keys)
+
     @property
     def fhe_circuit(self) -> fhe.Circuit | None:
         """The compiled concrete circuit, or None before :meth:`compile`."""
