@@ -3,7 +3,8 @@
 - ``demo``: fit, compile and run real encrypted predictions, with a table of scores and costs;
 - ``compile DATA.csv --output DIR``: fit a model on a CSV and write a deployment directory;
 - ``predict DIR DATA.csv --output predictions.csv``: encrypted predictions for a CSV;
-- ``serve DIR``: the HTTP server of a deployment directory.
+- ``serve DIR``: the HTTP server of a deployment directory;
+- ``deploy DIR --out CONTEXT``: the build context of a container image serving it.
 """
 
 from __future__ import annotations
@@ -236,6 +237,17 @@ def _serve(args: argparse.Namespace) -> None:
         raise SystemExit(str(err)) from None
 
 
+def _deploy(args: argparse.Namespace) -> Path:
+    from .deployment.image import write_image_context
+
+    try:
+        out = write_image_context(args.deployment_dir, args.out, python=args.python)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    print(f"image build context written to {out}: docker build -t IMAGE {out}")
+    return out
+
+
 def _positive(kind: type, zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -359,5 +371,10 @@ def main(argv: list[str] | None = None) -> Any:
         "--dask-scheduler", default=None, help="run batches on this Dask cluster (tcp://host:8786), not the local pool"
     )
     s.set_defaults(func=_serve)
+    d = commands.add_parser("deploy", help="write the build context of a container image serving a deployment")
+    d.add_argument("deployment_dir", help="directory written by `compile` or FHEModelDev")
+    d.add_argument("--out", required=True, help="build context directory to create (Dockerfile, entrypoint.sh)")
+    d.add_argument("--python", default="3.11", help="Python version of the base image (python:X-slim)")
+    d.set_defaults(func=_deploy)
     args = parser.parse_args(argv)
     return args.func(args)
