@@ -66,13 +66,14 @@ def test_entrypoint_serves_as_the_image_would(scaled_wine, tmp_path):
     root = tmp_path / "container"
     text = (context / "Dockerfile").read_text()
     # the image's files: COPY deployment/ /app/deployment/ and entrypoint.sh, a writable key volume
-    for source, target in re.findall(r"^COPY --chmod=\d+ (\S+) (\S+)$", text, flags=re.MULTILINE):
+    for source, target in re.findall(r"^COPY (?:--chmod=\d+ )?(\S+) (\S+)$", text, flags=re.MULTILINE):
         destination = Path(rerooted(target, root))
         if (context / source).is_dir():
             shutil.copytree(context / source, destination)
         else:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(context / source, destination)
+    assert (root / "app" / "deployment" / "server.zip").is_file() and (root / "tmp" / "wheels").is_dir()
     env = {k: rerooted(v, root) for k, v in dockerfile_env(text).items()}
     Path(env["FHE_SKLEARN_KEY_DIR"]).mkdir(parents=True, mode=0o700)
     secret = root / "run" / "secrets" / "fhe_api_key"

@@ -79,7 +79,8 @@ RUN pip install --no-cache-dir --find-links /tmp/wheels --extra-index-url https:
     && mkdir -p /var/lib/fhe-sklearn/keys \\
     && chown -R {uid}:{uid} /var/lib/fhe-sklearn && chmod 0700 /var/lib/fhe-sklearn/keys
 
-COPY --chmod=0444 deployment/ /app/deployment/
+# root-owned (files 0644, directories 0755): readable, not writable, by the server's user
+COPY deployment/ /app/deployment/
 COPY --chmod=0555 entrypoint.sh /app/entrypoint.sh
 
 {env}
