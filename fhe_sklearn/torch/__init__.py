@@ -178,4 +178,12 @@ def _on_grid_parameters(model: Any, quantizers: list, X_calib: Any) -> Iterator[
                 parameter.copy_(value)
 
 
-__all__ = ["compile_qat_model", "compile_torch_model", "export_onnx"]
+def compile_brevitas_qat_model(model: Any, X_calib: Any, *args: Any, **kwargs: Any) -> QuantizedModule:
+    """Compile a network of ``brevitas.nn`` layers with its learned integers (see
+    :func:`fhe_sklearn.torch.brevitas.compile_brevitas_qat_model`; needs the ``brevitas`` extra)."""
+    from .brevitas import compile_brevitas_qat_model as compile_brevitas
+
+    return compile_brevitas(model, X_calib, *args, **kwargs)
+
+
+__all__ = ["compile_brevitas_qat_model", "compile_qat_model", "compile_torch_model", "export_onnx"]
