@@ -451,7 +451,8 @@ def _stored_params_init(
     sklearn_class: type, parameters: list[inspect.Parameter], extra: dict[str, Any], takes_kwargs: bool = False
 ) -> Any:
     """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is;
-    with ``takes_kwargs``, any other keyword is kept in ``self.kwargs`` (as xgboost does)."""
+    with ``takes_kwargs``, any other keyword is kept in ``self.kwargs`` (as xgboost does),
+    which exists only when there are such keywords."""
     parameters = parameters + [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()
     ]
@@ -465,8 +466,8 @@ def _stored_params_init(
         for name, value in list(bound.arguments.items())[1:]:
             if name != "kwargs" or not takes_kwargs:
                 setattr(self, name, value)
-        if takes_kwargs:
-            self.kwargs = dict(bound.arguments.get("kwargs", {}))
+        if takes_kwargs and bound.arguments.get("kwargs"):  # as xgboost: only when given
+            self.kwargs = dict(bound.arguments["kwargs"])
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__doc__ = (
