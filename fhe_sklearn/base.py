@@ -59,12 +59,34 @@ class FHEEstimatorMixin:
                 for p in _float_parameters(cls._sklearn_class)
             ]
             cls._float_param_names = tuple(p.name for p in parameters)
+            cls._float_takes_kwargs = _takes_kwargs(cls._sklearn_class)
             extra = {"n_bits": cls._default_n_bits, **cls._extra_params}
-            cls.__init__ = _stored_params_init(cls._sklearn_class, parameters, extra)
+            cls.__init__ = _stored_params_init(cls._sklearn_class, parameters, extra, cls._float_takes_kwargs)
+
+    #: whether the float class takes any keyword through ``**kwargs`` (xgboost, LightGBM);
+    #: those the estimator is given beyond the named ones are kept in ``kwargs``
+    _float_takes_kwargs: ClassVar[bool] = False
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this estimator; for xgboost/LightGBM, the extra keywords too (as theirs)."""
+        params = super().get_params(deep=deep)
+        params.update(getattr(self, "kwargs", None) or {})
+        return params
+
+    def set_params(self, **params: Any) -> FHEEstimatorMixin:
+        """Set parameters; a float class taking ``**kwargs`` takes any new keyword, as it does."""
+        if self._float_takes_kwargs:
+            named = super().get_params(deep=False)
+            extra = {k: v for k, v in params.items() if k not in named and "__" not in k}
+            if extra:
+                self.kwargs = {**(getattr(self, "kwargs", None) or {}), **extra}
+                params = {k: v for k, v in params.items() if k not in extra}
+        return super().set_params(**params)
 
     # -- fitting -------------------------------------------------------------------------
     def _sklearn_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.get_params(deep=False).items() if k in self._float_param_names}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k in self._float_param_names}
+        return {**params, **(getattr(self, "kwargs", None) or {})}
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> FHEEstimatorMixin:
         """Fit the float model, then quantize it (calibrated on ``X``).
@@ -109,7 +131,11 @@ class FHEEstimatorMixin:
         check_is_fitted(sklearn_model)
         if X is None:
             raise ValueError(f"{cls.__name__}.from_sklearn_model needs X to calibrate the quantization")
-        params = {k: v for k, v in sklearn_model.get_params().items() if k in cls._float_param_names}
+        params = {
+            k: v
+            for k, v in sklearn_model.get_params(deep=False).items()
+            if k in cls._float_param_names or cls._float_takes_kwargs
+        }
         model = cls(**params, n_bits=cls._default_n_bits if n_bits is None else n_bits, **fhe_params)
         model._check_fhe_params()
         X = validate_data(model, X, dtype=np.float64)
@@ -231,6 +257,20 @@ class FHEEstimatorMixin:
             verbose=verbose,
             show_mlir=show_mlir,
         )
+
+    def bitwidth_and_range_report(self, X: Any = None) -> dict[str, dict[str, Any]]:
+        """Integer range and bit-width of every value of the quantized model: the worst case
+        and, with ``X``, those observed on it (see :meth:`QuantizedModule.bitwidth_and_range_report`)."""
+        self.check_model_is_fitted()
+        if X is None:
+            return self.quantized_module_.bitwidth_and_range_report()
+        return self.quantized_module_.bitwidth_and_range_report(validate_data(self, X, dtype=np.float64, reset=False))
+
+    def circuit_report(self, measure_keys: bool = False) -> dict[str, Any]:
+        """The compiled circuit's PBS by precision, encrypted matmuls, key sizes, complexity
+        (see :meth:`QuantizedModule.circuit_report`)."""
+        self.check_model_is_compiled()
+        return self.quantized_module_.circuit_report(measure_keys)
 
     @property
     def fhe_circuit(self) -> fhe.Circuit | None:
@@ -400,18 +440,32 @@ def _float_parameters(sklearn_class: type) -> list[inspect.Parameter]:
     return parameters
 
 
-def _stored_params_init(sklearn_class: type, parameters: list[inspect.Parameter], extra: dict[str, Any]) -> Any:
-    """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is."""
+def _takes_kwargs(sklearn_class: type) -> bool:
+    parameters = inspect.signature(sklearn_class.__init__).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _stored_params_init(
+    sklearn_class: type, parameters: list[inspect.Parameter], extra: dict[str, Any], takes_kwargs: bool = False
+) -> Any:
+    """An ``__init__`` with the float estimator's parameters plus ``extra``, storing them as-is;
+    with ``takes_kwargs``, any other keyword is kept in ``self.kwargs`` (as xgboost does),
+    which exists only when there are such keywords."""
     parameters = parameters + [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()
     ]
+    if takes_kwargs:
+        parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
     signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters])
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         for name, value in list(bound.arguments.items())[1:]:
-            setattr(self, name, value)
+            if name != "kwargs" or not takes_kwargs:
+                setattr(self, name, value)
+        if takes_kwargs and bound.arguments.get("kwargs"):  # as xgboost: only when given
+            self.kwargs = dict(bound.arguments["kwargs"])
 
     __init__.__signature__ = signature  # type: ignore[attr-defined]
     __init__.__doc__ = (

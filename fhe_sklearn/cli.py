@@ -6,6 +6,7 @@
 - ``serve DIR``: the HTTP server of a deployment directory;
 - ``encrypt-frame``, ``merge-frames``, ``groupby-frame``, ``decrypt-frame``: encrypted
   data-frames (:mod:`fhe_sklearn.pandas`) from and to CSV files, merged and grouped without any key.
+- ``deploy DIR --out CONTEXT``: the build context of a container image serving it.
 """
 
 from __future__ import annotations
@@ -346,6 +347,17 @@ def _frame_commands(commands: Any) -> None:
     d.set_defaults(func=decrypt_frame_command)
 
 
+def _deploy(args: argparse.Namespace) -> Path:
+    from .deployment.image import write_image_context
+
+    try:
+        out = write_image_context(args.deployment_dir, args.out, python=args.python)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    print(f"image build context written to {out}: docker build -t IMAGE {out}")
+    return out
+
+
 def _positive(kind: type, zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -472,5 +484,10 @@ def main(argv: list[str] | None = None) -> Any:
     )
     s.set_defaults(func=_serve)
     _frame_commands(commands)
+    d = commands.add_parser("deploy", help="write the build context of a container image serving a deployment")
+    d.add_argument("deployment_dir", help="directory written by `compile` or FHEModelDev")
+    d.add_argument("--out", required=True, help="build context directory to create (Dockerfile, entrypoint.sh)")
+    d.add_argument("--python", default="3.11", help="Python version of the base image (python:X-slim)")
+    d.set_defaults(func=_deploy)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -359,3 +359,156 @@ def test_binary_search_latency_gain(small_forest):
     assert report.default_ms > 0 and report.found_ms > 0
     # the model stays usable with real encryption at the found p_error
     assert model.predict(X_test[:1], fhe="execute").tolist() == model.predict(X_test[:1]).tolist()
+
+
+# -- doc examples of Concrete ML, imports renamed mechanically --------------------------------
+def _renamed(script: str) -> str:
+    """A Concrete ML script with its imports renamed (the only change a user makes)."""
+    return script.replace("concrete.ml.", "fhe_sklearn.").replace("from concrete.ml ", "from fhe_sklearn ")
+
+
+BREVITAS_REPORT_AND_DEPLOYMENT_SCRIPT = """
+import numpy as np
+import torch
+from brevitas import nn as qnn
+from brevitas.quant import Int8WeightPerTensorFloat
+from torch import nn
+
+from concrete.ml.deployment import FHEModelDev
+from concrete.ml.torch.compile import compile_brevitas_qat_model
+
+qlinear_args = {"weight_bit_width": 3, "weight_quant": Int8WeightPerTensorFloat, "bias": True,
+                "bias_quant": None, "narrow_range": True}
+qidentity_args = {"bit_width": 3, "return_quant_tensor": True}
+
+
+class QATSimpleNet(nn.Module):
+    def __init__(self, n_hidden):
+        super().__init__()
+        self.quant_inp = qnn.QuantIdentity(**qidentity_args)
+        self.fc1 = qnn.QuantLinear(x_train.shape[1], n_hidden, **qlinear_args)
+        self.relu1 = qnn.QuantReLU(bit_width=3, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(n_hidden, 2, **qlinear_args)
+
+    def forward(self, x):
+        return self.fc2(self.relu1(self.fc1(self.quant_inp(x))))
+
+
+torch.manual_seed(0)
+torch_model = QATSimpleNet(8)
+optimizer = torch.optim.Adam(torch_model.parameters(), lr=0.05)
+for _ in range(30):
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(torch_model(torch.tensor(x_train)), torch.tensor(y_train)).backward()
+    optimizer.step()
+torch_model.eval()
+
+quantized_module = compile_brevitas_qat_model(torch_model, x_train)
+y_simulated = quantized_module.forward(x_test, fhe="simulate")
+report = quantized_module.bitwidth_and_range_report()
+max_bit_width = quantized_module.fhe_circuit.graph.maximum_integer_bit_width()
+statistics = quantized_module.fhe_circuit.statistics
+FHEModelDev(path_dir=deployment_dir, model=quantized_module).save()
+"""
+
+CUSTOM_OP_SCRIPT = '''
+from typing import Optional
+
+import numpy as np
+import torch
+
+from concrete.ml.quantization import QuantizedArray, QuantizedOp
+from concrete.ml.torch.compile import compile_torch_model
+
+
+class QuantizedGemm(QuantizedOp):
+    """Quantized Gemm op."""
+
+    _impl_for_op_named: str = "Gemm"
+
+    def q_impl(self, *q_inputs: QuantizedArray, **attrs) -> QuantizedArray:
+        beta = attrs.get("beta", 1)
+        prepared_inputs = self._prepare_inputs_with_constants(
+            *q_inputs, calibrate=False, quantize_actual_values=True
+        )
+        q_input: QuantizedArray = prepared_inputs[0]
+        q_weights: QuantizedArray = prepared_inputs[1]
+        q_bias: Optional[QuantizedArray] = (
+            None if len(prepared_inputs) == 2 or beta == 0 else prepared_inputs[2]
+        )
+        weights = q_weights.qvalues.T if attrs.get("transB", 0) else q_weights.qvalues
+        matmul = (q_input.qvalues - q_input.quantizer.zero_point) @ weights
+        out = q_input.quantizer.scale * q_weights.quantizer.scale * matmul
+        if q_bias is not None:
+            out = out + q_bias.values
+        return QuantizedArray(self.n_bits, out, value_is_float=True, options=self._get_output_quant_opts(),
+                              stats=self.output_quant_stats, params=self.output_quant_params)
+
+
+class QuantizedAbs(QuantizedOp):
+    """Quantized Abs op."""
+
+    _impl_for_op_named: str = "Abs"
+
+
+class AbsNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(x_train.shape[1], 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.abs(self.fc1(x)))
+
+
+torch.manual_seed(0)
+quantized_module = compile_torch_model(AbsNet(), x_train, n_bits=4)
+y_simulated = quantized_module.forward(x_test, fhe="simulate")
+'''
+
+
+@pytest.fixture
+def small_binary(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
+    return X_train[:200, :6].astype(np.float32), X_test[:8, :6].astype(np.float32), y_train[:200]
+
+
+def test_brevitas_report_and_deployment_doc_example(small_binary, tmp_path):
+    import torch
+
+    from fhe_sklearn.deployment import FHEModelClient, FHEModelServer
+    from fhe_sklearn.deployment.image import write_image_context
+
+    x_train, x_test, y_train = small_binary
+    scope = {"x_train": x_train, "x_test": x_test, "y_train": y_train, "deployment_dir": str(tmp_path / "dep")}
+    exec(_renamed(BREVITAS_REPORT_AND_DEPLOYMENT_SCRIPT), scope)
+    module, torch_model = scope["quantized_module"], scope["torch_model"]
+    np.testing.assert_array_equal(scope["y_simulated"], module.forward(x_test))
+    with torch.no_grad():
+        fake_quantized = torch_model(torch.tensor(x_test)).numpy()
+    # float biases (bias_quant=None) are rounded to the accumulator's grid: close, same decisions
+    np.testing.assert_array_equal(scope["y_simulated"].argmax(1), fake_quantized.argmax(1))
+    report = scope["report"]
+    assert list(report) == [*module.input_names, *(op.name for op in module.ops)]
+    assert max(e["bitwidth"] for e in report.values()) == scope["max_bit_width"]
+    assert scope["statistics"]["programmable_bootstrap_count"] == 8  # one lookup per hidden ReLU
+    # the saved deployment serves, and becomes an image's build context
+    assert FHEModelClient(tmp_path / "dep").model is not None and FHEModelServer(tmp_path / "dep").load()
+    assert (write_image_context(tmp_path / "dep", tmp_path / "image") / "Dockerfile").exists()
+
+
+def test_custom_op_doc_example(small_binary):
+    from fhe_sklearn.quantization import CUSTOM_ONNX_OPS, unregister_custom_op
+
+    x_train, x_test, _ = small_binary
+    scope = {"x_train": x_train, "x_test": x_test}
+    try:
+        exec(_renamed(CUSTOM_OP_SCRIPT), scope)
+        module = scope["quantized_module"]
+        assert {op.impl_class.__name__ for op in module.ops if op.op_type == "CustomOnnx"} == {
+            "QuantizedGemm",
+            "QuantizedAbs",
+        }
+        np.testing.assert_array_equal(scope["y_simulated"], module.forward(x_test))
+    finally:
+        for name in list(CUSTOM_ONNX_OPS):
+            unregister_custom_op(name)

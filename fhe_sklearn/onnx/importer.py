@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..quantization import GraphBuilder, QuantizedModule
+from ..quantization.custom_ops import defines_q_impl
 from ..quantization.ops import QuantizedUnivariateOp
 from ..quantization.post_training import input_quantizer
 from ..quantization.quantizers import (
@@ -31,6 +32,7 @@ from ..quantization.quantizers import (
     UniformQuantizer,
     check_n_bits,
 )
+from ..quantization.registry import custom_onnx_op
 
 #: keys of the ``n_bits`` dict form
 N_BITS_KEYS = ("model_inputs", "op_inputs", "op_weights", "model_outputs")
@@ -137,7 +139,7 @@ class _Import:
         if value in self.builder._inputs:
             return True
         op = self.builder.op(value)
-        if op.is_univariate:
+        if op.is_univariate or op.op_type == "CustomOnnx":  # custom ops re-quantize their output
             return True
         if op.op_type in PASS_THROUGH_OPS or (op.op_type in ("Add", "Mul") and op.is_elementwise):
             return all(self._is_narrow(name) for name in op.inputs)
@@ -445,6 +447,34 @@ ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
 }
 
 
+def _custom_converter(cls: type) -> Callable:
+    """The conversion of a node by a user's custom op class (Concrete ML's custom-op API)."""
+
+    def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        positions = [i for i, t in enumerate(node.input) if t and t not in ctx.constants]
+        sources = [ctx.value(node.input[i], node) for i in positions]
+        if not sources:
+            raise ValueError(f"{_where(node)}: a custom op needs an encrypted input")
+        if defines_q_impl(cls):  # products of its inputs must not read wide accumulators
+            sources = [ctx.narrow(node, s) for s in sources]
+        else:  # one lookup, read as the built-in activations read theirs
+            sources = [ctx.lookup_input(node, s) for s in sources]
+        return ctx.add(
+            node,
+            "CustomOnnx",
+            *sources,
+            impl_class=cls,
+            onnx_node=node,
+            positions=positions,
+            constants={i: ctx.constants[t] for i, t in enumerate(node.input) if t in ctx.constants},
+            attrs=attrs,
+            n_bits=ctx.bits["op_inputs"],
+            weight_bits=ctx.bits["op_weights"],
+        )
+
+    return convert
+
+
 def _fold_constant(node: Any, constants: dict[str, np.ndarray]) -> None:
     from onnx.reference import ReferenceEvaluator
 
@@ -558,7 +588,8 @@ def _import_node(ctx: _Import, node: Any, outputs: set[str]) -> None:
         ctx.post_processing = CLEAR_SIDE_OUTPUTS[node.op_type]
         ctx.values[node.output[0]] = ctx.value(node.input[0], node)
         return
-    convert = ONNX_CONVERTERS.get(node.op_type)
+    custom = custom_onnx_op(node.op_type)
+    convert = ONNX_CONVERTERS.get(node.op_type) if custom is None else _custom_converter(custom)
     if convert is None:
         raise ValueError(
             f"{_where(node)} is not supported in FHE; supported ops: {sorted(ONNX_CONVERTERS)} "

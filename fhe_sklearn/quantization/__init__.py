@@ -1,7 +1,8 @@
 """Uniform quantization and the integer graph every estimator lowers to."""
 
-from . import activations, conv_ops, fake_quantize, rounding  # noqa: F401  (register their ops)
+from . import activations, conv_ops, custom_ops, fake_quantize, rounding  # noqa: F401  (register their ops)
 from .base_op import QuantizedOp, TensorSpec
+from .custom_ops import QuantizedCustomOp
 from .graph import GraphBuilder
 from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup, QuantizedTruncate
 from .module import FheMode, QuantizedModule, validate_fhe_mode
@@ -35,10 +36,11 @@ from .quantizers import (
     check_n_bits,
     integer_bit_width,
 )
-from .registry import OP_REGISTRY, register_op
+from .registry import CUSTOM_ONNX_OPS, OP_REGISTRY, register_op, unregister_custom_op
 from .unary import QuantizedUnaryComparison, UnaryDigitQuantizer
 
 __all__ = [
+    "CUSTOM_ONNX_OPS",
     "MAX_BIT_WIDTH",
     "OP_REGISTRY",
     "GraphBuilder",
@@ -49,6 +51,7 @@ __all__ = [
     "QuantizedAbs",
     "QuantizedAdd",
     "QuantizedConcat",
+    "QuantizedCustomOp",
     "QuantizedArray",
     "QuantizedEqual",
     "QuantizedGather",
@@ -78,5 +81,6 @@ __all__ = [
     "check_n_bits",
     "integer_bit_width",
     "register_op",
+    "unregister_custom_op",
     "validate_fhe_mode",
 ]

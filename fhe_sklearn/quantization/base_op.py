@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 from concrete import fhe
 
+from .custom_op_api import ConcreteMLOpAPI
 from .quantizers import MAX_BIT_WIDTH, as_integers, check_scale, integer_bit_width
+from .registry import register_custom_onnx_op
 
 
 def hint_range(value: Any, lo: Any, hi: Any) -> Any:
@@ -59,7 +61,7 @@ class TensorSpec:
         return {k: np.asarray(getattr(self, k)).tolist() for k in ("scale", "zero_point", "lo", "hi")}
 
 
-class QuantizedOp:
+class QuantizedOp(ConcreteMLOpAPI):
     """An operator of the integer graph.
 
     Subclasses implement ``float_forward`` (the float reference), ``_calibrate`` (choose the
@@ -76,6 +78,13 @@ class QuantizedOp:
 
     ``q_impl`` may be any function concrete can trace (``fhe.multivariate``, comparisons,
     selection networks...): an op the registered set cannot express is one new subclass.
+
+    Concrete ML's custom-op API: a subclass that sets ``_impl_for_op_named = "<ONNX op>"`` is
+    the ONNX import's implementation of that op (see :mod:`.custom_ops`; it overrides the
+    built-in conversion until :func:`~.registry.unregister_custom_op`). Such a class has no
+    ``__init__`` (the import builds it) and either no ``q_impl`` (element-wise: one table
+    lookup of its numpy implementation) or ``q_impl(self, *q_inputs, **attrs)`` on
+    QuantizedArrays, with the helpers of :class:`~.custom_op_api.ConcreteMLOpAPI`.
 
     Parameters
     ----------
@@ -95,6 +104,22 @@ class QuantizedOp:
     n_bits_role: ClassVar[str | None] = None
     #: what to change when this op's integers outgrow 16 bits (set by the model's lowering)
     overflow_hint = "lower n_bits of its inputs or weights"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_impl_for_op_named" not in cls.__dict__:
+            return
+        builtin = [b.__name__ for b in cls.__mro__[1:] if b is not QuantizedOp and b.__dict__.get("op_type")]
+        if builtin:
+            raise TypeError(
+                f"{cls.__name__}: a custom ONNX op derives from QuantizedOp, not from the built-in {builtin[0]}"
+            )
+        if "__init__" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}: a custom ONNX op has no __init__ (the ONNX import builds it); "
+                "read the node's attributes from self.attrs in q_impl"
+            )
+        register_custom_onnx_op(cls)
 
     def __init__(self, name: str, *, inputs: list[str] | None = None) -> None:
         self.name = name

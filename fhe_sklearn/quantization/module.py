@@ -274,6 +274,21 @@ class QuantizedModule:
         widths.update((op.name, op.output_spec.bit_width) for op in self.ops)
         return widths
 
+    def bitwidth_and_range_report(self, *x: Any) -> dict[str, dict[str, Any]]:
+        """Integer range and bit-width of every input and op: the worst case the circuit is
+        built for and, given float rows ``x``, what they take on them (see
+        :func:`~fhe_sklearn.quantization.report.bitwidth_and_range_report`)."""
+        from .report import bitwidth_and_range_report
+
+        return bitwidth_and_range_report(self, *x)
+
+    def circuit_report(self, measure_keys: bool = False) -> dict[str, Any]:
+        """PBS (total and by precision), encrypted matmuls, key sizes... of the compiled
+        circuit (see :func:`~fhe_sklearn.quantization.report.circuit_report`)."""
+        from .report import circuit_report
+
+        return circuit_report(self.fhe_circuit, measure_keys)
+
     def _check_calibrated(self) -> None:
         if self.input_shapes is None:
             raise RuntimeError("this QuantizedModule is not calibrated: call calibrate(X) first")
@@ -430,10 +445,13 @@ class QuantizedModule:
             )
         except RuntimeError as err:
             dumped = options.artifacts_directory
+            from .report import explain_compile_failure
+
             raise RuntimeError(
                 f"concrete could not compile this model (max integer width "
                 f"{max([op.output_spec.bit_width for op in self.ops] or [0])} bits): {err}. "
-                "Lower n_bits or relax p_error." + (f" concrete's debug artifacts: {dumped}" if dumped else "")
+                + explain_compile_failure(self)
+                + (f" concrete's debug artifacts: {dumped}" if dumped else "")
             ) from err
         self.timings = {"compile": time.perf_counter() - start}
         self.fhe_circuit = compiled

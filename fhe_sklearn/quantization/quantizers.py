@@ -76,6 +76,13 @@ def integer_bit_width(lo: Any, hi: Any) -> int:
     return max(int(hi).bit_length(), 1)
 
 
+def _is_tracer(values: Any) -> bool:
+    """Whether ``values`` is a concrete tracer (a value of a circuit being compiled)."""
+    from concrete import fhe
+
+    return isinstance(values, fhe.tracing.Tracer)
+
+
 @dataclass
 class QuantizationOptions:
     """How to quantize: bit-width, signedness, symmetry and scale constraints.
@@ -454,7 +461,8 @@ class QuantizedArray:
                 raise ValueError(
                     f"n_bits={n_bits} and {clashing or 'the flags'} contradict options={options}: give the options once"
                 )
-        values = np.asarray(values)
+        traced = _is_tracer(values)  # inside a circuit (a custom op's q_impl): no statistics
+        values = values if traced else np.asarray(values)
         if scale is None and params is None and stats is None:
             if not value_is_float:
                 raise ValueError("integer values need an explicit scale (or params) to be dequantized")
@@ -502,12 +510,20 @@ class QuantizedArray:
 
     def update_values(self, values: Any) -> np.ndarray:
         """Set new float values and re-quantize them with the same parameters."""
+        if _is_tracer(values):
+            self.values = values
+            self.qvalues = self.quantizer.quant_traceable(values)
+            return self.qvalues
         self.values = np.asarray(values, dtype=np.float64)
         self.qvalues = self.quant()
         return self.qvalues
 
     def update_quantized_values(self, qvalues: Any) -> np.ndarray:
         """Set new integer values; ``values`` becomes their dequantization."""
+        if _is_tracer(qvalues):
+            self.qvalues = qvalues
+            self.values = (qvalues - self.quantizer.zero_point) * self.quantizer.scale
+            return self.values
         self.qvalues = np.asarray(qvalues, dtype=np.int64)
         self.values = self.dequant()
         return self.values

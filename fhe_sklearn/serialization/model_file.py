@@ -97,6 +97,8 @@ def _with_params(cls: type, raw: Any) -> Any:
         fail("params", "must be a dict of constructor parameters")
     valid = cls().get_params(deep=False)
     unknown = sorted(set(params) - set(valid))
+    if getattr(cls, "_float_takes_kwargs", False):  # xgboost/LightGBM take any keyword, as their float classes
+        unknown = [k for k in unknown if not (isinstance(k, str) and k.isidentifier())]
     if unknown:
         fail("params", f"{cls.__name__} has no parameter(s) {unknown}")
     model = cls(**params)

@@ -181,6 +181,14 @@ def _on_grid_parameters(model: Any, quantizers: list, X_calib: Any) -> Iterator[
                 parameter.copy_(value)
 
 
+def compile_brevitas_qat_model(model: Any, X_calib: Any, *args: Any, **kwargs: Any) -> QuantizedModule:
+    """Compile a network of ``brevitas.nn`` layers with its learned integers (see
+    :func:`fhe_sklearn.torch.brevitas.compile_brevitas_qat_model`; needs the ``brevitas`` extra)."""
+    from .brevitas import compile_brevitas_qat_model as compile_brevitas
+
+    return compile_brevitas(model, X_calib, *args, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     # the hybrid model imports torch: only when asked for
     if name in ("HybridFHEModel", "HYBRID_MODES"):
@@ -190,4 +198,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HYBRID_MODES", "HybridFHEModel", "compile_qat_model", "compile_torch_model", "export_onnx"]
+__all__ = [
+    "HYBRID_MODES",
+    "HybridFHEModel",
+    "compile_brevitas_qat_model",
+    "compile_qat_model",
+    "compile_torch_model",
+    "export_onnx",
+]
