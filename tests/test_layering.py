@@ -1,8 +1,9 @@
 """The package's import graph: no cycle, and the quantization core never reaches up.
 
 Edges are read from the source (every ``import`` statement, also those inside functions,
-since a call-time import is still a dependency), and importing ``a.b.c`` also counts as
-importing the packages ``a`` and ``a.b`` whose ``__init__`` runs first.
+since a call-time import is still a dependency, but not those under ``if TYPE_CHECKING:``,
+which never run), and importing ``a.b.c`` also counts as importing the packages ``a`` and
+``a.b`` whose ``__init__`` runs first.
 """
 
 import ast
@@ -44,9 +45,16 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     for name, path in files.items():
         tree = ast.parse(path.read_text(), str(path))
         is_package = path.name == "__init__.py"
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for statement in block.body
+            for n in ast.walk(statement)
+        }
         edges = set()
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in typing_only:
                 edges |= _targets(node, name, is_package, known)
         # a module's own parent packages are imported before it: not an edge of its own making
         graph[name] = edges - {name} - {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
@@ -121,7 +129,9 @@ def test_the_check_sees_imports_of_every_form(tmp_path, source, expected):
     (package / "deployment" / "batch.py").write_text("from ..quantization import module\n")
     (package / "deployment" / "wire.py").write_text("")
     (package / "quantization" / "module.py").write_text(source + "\n")
+    (package / "quantization" / "typed.py").write_text("if TYPE_CHECKING:\n    from ..deployment import batch\n")
     graph = import_graph(package)
     assert sorted(graph["fhe_sklearn.quantization.module"]) == expected
+    assert graph["fhe_sklearn.quantization.typed"] == set()  # a type-only import never runs
     cycle = ["fhe_sklearn.deployment", "fhe_sklearn.deployment.batch", "fhe_sklearn.quantization.module"]
     assert cycles(graph) == [cycle]
