@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 # the walkthroughs the README links to, by name: a missing one fails its own case
-NAMES = ("linear_models", "tree_models", "more_estimators", "client_server", "byo_network")
+NAMES = ("linear_models", "tree_models", "more_estimators", "client_server", "byo_network", "encrypted_training")
 NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in NAMES]
 
 
