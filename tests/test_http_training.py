@@ -33,7 +33,9 @@ def test_training_over_http_is_exact_and_resumable(tmp_path):
     deployment = FHEModelDev(tmp_path / "deployment", owner.fit(X, y)).save(mode="training")
     with pytest.raises(ValueError, match="encrypted-training deployment"):
         FHEModelClient(deployment)
-    server = ServerProcess(deployment, tmp_path / "server_keys", tmp_path / "server.log", "--workers", "1")
+    # the worker compiles the step circuit when the server starts (~10 s idle, minutes on a busy machine)
+    log = tmp_path / "server.log"
+    server = ServerProcess(deployment, tmp_path / "server_keys", log, "--workers", "1", startup_s=600)
     ignore_sigpipe()
     try:
         assert httpx.get(f"{server.url}/info").json()["training"] is True

@@ -108,11 +108,13 @@ class FHETrainingClient:
 
     # -- keys ------------------------------------------------------------------------------------
     def generate_private_and_evaluation_keys(self, force: bool = False) -> None:
+        """Generate the keys (or load them from ``key_dir``)."""
         self.client.keygen(force=force)
         if self.key_dir is not None:
             restrict_permissions(self.key_dir)
 
     def get_serialized_evaluation_keys(self) -> bytes:
+        """The evaluation keys, for the server (uploaded once per key pair)."""
         return self.client.evaluation_keys.serialize()
 
     # -- encrypt ---------------------------------------------------------------------------------
@@ -261,6 +263,7 @@ def pack_training_request(encrypted_weights: bytes, steps: list[bytes]) -> bytes
 
 
 def unpack_training_request(body: bytes) -> tuple[bytes, list[bytes]]:
+    """The encrypted weights and the steps of a ``POST /train`` body."""
     parts = unpack(body, BATCH_MAGIC)
     if len(parts) < 2:
         raise ValueError("a training request holds the encrypted weights and at least one step")

@@ -102,18 +102,22 @@ class TrainingCircuit:
         return self.timings["keygen"]
 
     def evaluation_key_bytes(self) -> int:
+        """Size of the serialized evaluation keys (what a client uploads)."""
         self.keygen()
         return len(self.module.keys.evaluation.serialize())
 
     # -- running -------------------------------------------------------------------------------
     def simulate(self, x: np.ndarray, y: np.ndarray, v: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One simulated step on integer codes: the new integer weights."""
         return np.asarray(self.function.simulate(x, y, v, u), dtype=np.int64).reshape(self.plan.weight_shape)
 
     def encrypt_weights(self, v: np.ndarray) -> Any:
+        """Integer weights → the ciphertext the first step reads."""
         self.keygen()
         return self.function.encrypt(None, None, v, None)[2]
 
     def encrypt_batch(self, x: np.ndarray, y: np.ndarray, u: np.ndarray) -> tuple[Any, Any, Any]:
+        """A batch's codes encrypted, and its dither as a clear value."""
         self.keygen()
         x_enc, y_enc, _, u_clear = self.function.encrypt(x, y, None, u)
         return x_enc, y_enc, u_clear
@@ -123,4 +127,5 @@ class TrainingCircuit:
         return self.function.run(x_enc, y_enc, v_enc, u_clear)
 
     def decrypt_weights(self, v_enc: Any) -> np.ndarray:
+        """Encrypted weights (a step's output) → integer weights."""
         return np.asarray(self.function.decrypt(v_enc), dtype=np.int64).reshape(self.plan.weight_shape)

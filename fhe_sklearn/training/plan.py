@@ -159,10 +159,12 @@ class TrainingPlan:
 
     @property
     def forward_shift(self) -> int:
+        """Bits the forward pass rounds off the weights."""
         return self.weight_bits - self.forward_bits
 
     @property
     def forward_weight_bound(self) -> int:
+        """Largest |rounded weight| of the forward pass."""
         lo, hi = self.weight_bounds
         return max(abs(_shift_round(lo, self.forward_shift)), abs(_shift_round(hi, self.forward_shift)))
 
@@ -193,6 +195,7 @@ class TrainingPlan:
 
     @property
     def error_bound(self) -> int:
+        """Largest |error code| (prediction code minus target code)."""
         return self.error_max if self.task == "classification" else 2 * self.target_max
 
     @property
@@ -202,6 +205,7 @@ class TrainingPlan:
 
     @property
     def gradient_bound(self) -> int:
+        """Largest |gradient sum| of one weight over a batch."""
         return self.batch_size * self.x_max * self.error_bound
 
     @property
@@ -274,6 +278,7 @@ class TrainingPlan:
         return coef.T, intercept
 
     def draw_dither(self, rng: np.random.Generator) -> np.ndarray:
+        """One step's dither (clear, uniform in :attr:`dither_bounds`, one per weight)."""
         low, high = self.dither_bounds
         return rng.integers(low, high + 1, size=self.weight_shape, dtype=np.int64)
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..quantization.module import FheMode, validate_fhe_mode
@@ -125,6 +126,7 @@ class EncryptedSGDMixin:
         self._train(X, y, self.max_iter, mode)
         return self
 
+    @available_if(lambda self: self.fit_encrypted)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, fhe: str = "disable") -> Any:
         """One more epoch of encrypted SGD over ``X`` (the first call sets the training up;
         classifiers need ``classes`` then, as in scikit-learn).
@@ -132,12 +134,10 @@ class EncryptedSGDMixin:
         Raises
         ------
         ValueError
-            Without ``fit_encrypted=True``; labels outside the classes; features outside the
+            Labels outside the classes; features outside the
             range fixed by the first call.
         """
         mode = validate_fhe_mode(fhe)
-        if not self.fit_encrypted:
-            raise ValueError("partial_fit trains on encrypted data: set fit_encrypted=True")
         first = not hasattr(self, "_training_plan")
         if first and hasattr(self, "quantized_module_"):
             raise ValueError(
