@@ -63,3 +63,13 @@ def test_training_over_http_is_exact_and_resumable(tmp_path):
             client.train(X, np.full(8, 5))
     finally:
         server.stop()
+
+
+def test_composition_rules_of_a_server_file_are_checked():
+    from fhe_sklearn.deployment.artifacts import check_composition
+
+    assert check_composition(b"null", "server.zip") == []
+    assert check_composition(b'[[["step", 0], ["step", 2]]]', "server.zip") == [("step", 0, "step", 2)]
+    for bad in (b'[[["step", -1], ["step", 2]]]', b'{"py/object": "os.system"}', b'[[["step", 0]]]', b"[[[1, 0], 2]]"):
+        with pytest.raises(ValueError, match="composition"):
+            check_composition(bad, "server.zip")
