@@ -29,6 +29,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.post_training import resolve_n_bits
+from .training.sgd import TRAINING_PARAMS, EncryptedSGDMixin
 
 
 class _LinearLowering(FHEEstimatorMixin):
@@ -186,10 +187,15 @@ class ElasticNet(_LinearRegressor):
     _sklearn_class = sk_linear.ElasticNet
 
 
-class SGDRegressor(_LinearRegressor):
-    """Linear model fitted by SGD, predicting in FHE."""
+class SGDRegressor(EncryptedSGDMixin, _LinearRegressor):
+    """Linear model fitted by SGD, predicting in FHE; with ``fit_encrypted=True``, fitted by
+    SGD on encrypted data (squared loss), see :class:`~fhe_sklearn.training.sgd.EncryptedSGDMixin`."""
 
     _sklearn_class = sk_linear.SGDRegressor
+    _extra_params: ClassVar[dict[str, Any]] = {**_LinearLowering._extra_params, **TRAINING_PARAMS}
+    _task = "regression"
+    _encrypted_loss = "squared_error"
+    _default_learning_rate = 0.1
 
 
 class LogisticRegression(_LinearClassifier):
@@ -199,9 +205,12 @@ class LogisticRegression(_LinearClassifier):
     _sklearn_class = sk_linear.LogisticRegression
 
 
-class SGDClassifier(_LinearClassifier):
+class SGDClassifier(EncryptedSGDMixin, _LinearClassifier):
     """Linear classifier fitted by SGD, predicting in FHE. ``predict_proba`` exists for
     ``loss="log_loss"`` and ``"modified_huber"``, as in scikit-learn.
+
+    With ``fit_encrypted=True`` it is fitted by SGD on encrypted data (log-loss, one-vs-rest
+    for several classes), see :class:`~fhe_sklearn.training.sgd.EncryptedSGDMixin`.
 
     The default ``loss`` is ``"log_loss"`` (logistic regression by SGD, with
     ``predict_proba``), as in Concrete ML; scikit-learn's default is ``"hinge"`` (a linear
@@ -209,6 +218,10 @@ class SGDClassifier(_LinearClassifier):
     """
 
     _sklearn_class = sk_linear.SGDClassifier
+    _extra_params: ClassVar[dict[str, Any]] = {**_LinearLowering._extra_params, **TRAINING_PARAMS}
+    _task = "classification"
+    _encrypted_loss = "log_loss"
+    _default_learning_rate = 0.5
     _default_overrides: ClassVar[dict[str, Any]] = {"loss": "log_loss"}
     _client_attributes: ClassVar[dict[str, type]] = {"loss": str}
 

@@ -55,7 +55,7 @@ def linear_deployment(data, path: Path):
 class ServerProcess:
     """The server on a free port, its structured log in ``log_path``; ``stop()`` ends it."""
 
-    def __init__(self, deployment: Path, key_dir: Path, log_path: Path, *options: str) -> None:
+    def __init__(self, deployment: Path, key_dir: Path, log_path: Path, *options: str, startup_s: float = 120) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -63,7 +63,7 @@ class ServerProcess:
         command += ["--key-dir", str(key_dir), *options]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"server exited: {self.log()[-2000:]}")
@@ -74,7 +74,7 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         self.stop()
-        pytest.fail("server did not start within 120 s")
+        pytest.fail(f"server did not start within {startup_s} s")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

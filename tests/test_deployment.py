@@ -108,6 +108,8 @@ def test_concrete_ml_style_script(scaled_diabetes, tmp_path):
     result = client.deserialize_decrypt_dequantize(encrypted_result)
     np.testing.assert_array_equal(result, model.predict(X_test[:3], fhe="simulate"))
     with pytest.raises(ValueError, match="mode must be one of"):
+        FHEModelDev(path_dir=tmp_path / "other", model=model).save(mode="bogus")
+    with pytest.raises(ValueError, match="saves the encrypted training of an SGDClassifier"):
         FHEModelDev(path_dir=tmp_path / "other", model=model).save(mode="training")
 
 

@@ -16,6 +16,7 @@ NAMES = (
     "byo_network",
     "hybrid_model",
     "encrypted_dataframes",
+    "encrypted_training",
 )
 NOTEBOOKS = [FOLDER / f"{name}.ipynb" for name in NAMES]
 

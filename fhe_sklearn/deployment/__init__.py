@@ -3,6 +3,8 @@
 - :class:`FHEModelDev` (model owner) saves ``server.zip`` and ``client.json``;
 - :class:`FHEModelClient` holds the keys, quantizes and encrypts, decrypts and post-processes;
 - :class:`FHEModelServer` runs the circuit on ciphertexts with the client's evaluation keys;
+- :class:`FHETrainingClient` / :class:`FHETrainingServer` / :class:`HTTPTrainingClient` train
+  on encrypted data (``save(mode="training")``);
 - :class:`ClientSpec` is what the client file holds; :class:`HTTPClient` talks to
   ``fhe_sklearn serve``.
 
@@ -17,6 +19,7 @@ from .dev import FHEModelDev
 from .http_client import HTTPClient
 from .key_cache import EvaluationKeyCache
 from .model_server import FHEModelServer
+from .training import FHETrainingClient, FHETrainingServer, HTTPTrainingClient
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,6 +29,9 @@ __all__ = [
     "FHEModelClient",
     "FHEModelDev",
     "FHEModelServer",
+    "FHETrainingClient",
+    "FHETrainingServer",
     "HTTPClient",
+    "HTTPTrainingClient",
     "read_client_file",
 ]

@@ -202,6 +202,9 @@ class ServerArtifact:
         self.digest = server_digest(members)
         #: the checked plain configuration (set by :meth:`read`)
         self.configuration: dict[str, Any] | None = None
+        #: composition wires (from function, output, to function, input): an encrypted
+        #: training step's weights output feeds its weights input
+        self.composition: list[tuple[str, int, str, int]] = []
 
     @classmethod
     def read(cls, path: str | Path, verify_key: Any = None) -> ServerArtifact:
@@ -216,8 +219,7 @@ class ServerArtifact:
         artifact.configuration = check_configuration(members["configuration.json"], str(path))
         if members["is_simulated"] != b"0":
             raise ValueError(f"{path} holds a simulation-only circuit, which cannot run on ciphertexts")
-        if json.loads(members["composition_rules.json"]) not in (None, []):
-            raise ValueError(f"{path}: composed circuits are not supported")
+        artifact.composition = check_composition(members["composition_rules.json"], str(path))
         return artifact
 
     def check_matches(self, client_data: dict) -> None:
@@ -362,6 +364,32 @@ def check_configuration(raw: bytes, what: str) -> dict[str, Any]:
         if not ok:
             raise ValueError(f"{what}: configuration.json has an invalid {name}: {str(value)[:80]!r}")
     return config
+
+
+def check_composition(raw: bytes, what: str) -> list[tuple[str, int, str, int]]:
+    """concrete's ``composition_rules.json``: None, or a list of ``[[function, output],
+    [function, input]]`` wires (at most 64), names of at most 64 characters."""
+    try:
+        rules = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what}: composition_rules.json is not valid JSON ({_brief(err)})") from None
+    if rules is None:
+        return []
+    wires = []
+
+    def clause(value: Any) -> tuple[str, int]:
+        ok = isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and 0 < len(value[0]) <= 64
+        if not (ok and isinstance(value[1], int) and not isinstance(value[1], bool) and 0 <= value[1] < 64):
+            raise ValueError(f"{what}: malformed composition rule {str(value)[:80]!r}")
+        return value[0], value[1]
+
+    if not isinstance(rules, list) or len(rules) > 64:
+        raise ValueError(f"{what}: composition_rules.json must be a list of at most 64 wires")
+    for rule in rules:
+        if not isinstance(rule, list) or len(rule) != 2:
+            raise ValueError(f"{what}: malformed composition rule {str(rule)[:80]!r}")
+        wires.append((*clause(rule[0]), *clause(rule[1])))
+    return wires
 
 
 def _has_jsonpickle_tag(value: Any) -> bool:

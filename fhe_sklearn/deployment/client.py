@@ -85,6 +85,10 @@ class FHEModelClient:
         server_zip = client_file.parent / SERVER_FILE
         if server_zip.exists():
             ServerArtifact.read(server_zip, self.verify_key).check_matches(data)
+        if isinstance(data["spec"], dict) and "training" in data["spec"]:
+            raise ValueError(
+                f"{client_file} is an encrypted-training deployment: use fhe_sklearn.deployment.FHETrainingClient"
+            )
         self.spec = ClientSpec.from_json(data["spec"])
         self.model = self.spec.build_model()
         try:

@@ -22,9 +22,9 @@ from .artifacts import (
 from .client_spec import ClientSpec
 from .paths import deployment_path
 
-#: Concrete ML's save modes; "training" saves an encrypted-training circuit, which
-#: fhe_sklearn does not build
-MODES = ("inference",)
+#: Concrete ML's save modes: a prediction circuit, or an encrypted-training step
+#: (:mod:`fhe_sklearn.deployment.training`)
+MODES = ("inference", "training")
 
 
 class FHEModelDev:
@@ -56,8 +56,9 @@ class FHEModelDev:
 
         Parameters
         ----------
-        mode : {"inference"}
-            Concrete ML's save mode; only inference circuits exist here.
+        mode : {"inference", "training"}
+            ``"training"``: the encrypted SGD step of a model fitted with ``fit_encrypted=True``
+            (see :class:`~fhe_sklearn.deployment.training.FHETrainingClient`).
         via_mlir : bool
             Must be True: the server is saved as MLIR, compiled on the server's machine when
             loaded, never as a native library (which a loader would execute as-is).
@@ -80,21 +81,27 @@ class FHEModelDev:
             On an unknown mode, ``via_mlir=False``, or a model that cannot be deployed.
         """
         if mode not in MODES:
-            raise ValueError(
-                f"mode must be one of {MODES}, got {mode!r} (fhe_sklearn compiles inference circuits only)"
-            )
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if via_mlir is not True:
             raise ValueError("via_mlir must be True: fhe_sklearn saves servers in concrete's portable MLIR form only")
         if self.model is None:
             raise TypeError("FHEModelDev needs a model")
+        if mode == "training":
+            from .training import training_spec
+
+            spec_json, circuit = training_spec(self.model)
+            return self._write(spec_json, circuit.module.server, circuit.configuration, signing_key)
         spec = ClientSpec.from_model(self.model)  # checks the model is fitted and deployable
         circuit = getattr(self.model, "fhe_circuit", None)
         if circuit is None:
             raise RuntimeError("the model must be compiled before deployment: call model.compile(X)")
+        return self._write(spec.to_json(), circuit.server, circuit.configuration, signing_key)
+
+    def _write(self, spec: dict, server: Any, configuration: Any, signing_key: Any) -> Path:
         if self.path.exists() and any(self.path.iterdir()):
             raise FileExistsError(f"deployment directory {self.path} is not empty")
-        members = _portable_members(circuit)
-        client = client_record(spec.to_json(), members["client.specs.json"], server_digest(members), signing_key)
+        members = _portable_members(server, configuration)
+        client = client_record(spec, members["client.specs.json"], server_digest(members), signing_key)
         manifest = server_manifest(members, client_digest(client["spec"], client["client_specs"]), signing_key)
         assert manifest["fingerprint"] == client["fingerprint"]
         self.path.mkdir(parents=True, exist_ok=True)
@@ -103,15 +110,15 @@ class FHEModelDev:
         return self.path
 
 
-def _portable_members(circuit: Any) -> dict[str, bytes]:
+def _portable_members(server: Any, configuration: Any) -> dict[str, bytes]:
     """concrete's ``Server.save(via_mlir=True)`` members, with configuration.json rewritten
     as plain JSON (concrete writes it with jsonpickle)."""
     with tempfile.TemporaryDirectory(prefix="fhe_sklearn_save_") as tmp:
         archive = Path(tmp) / "server.zip"
-        circuit.server.save(archive, via_mlir=True)
+        server.save(archive, via_mlir=True)
         with zipfile.ZipFile(archive) as z:
             members = {name: z.read(name) for name in z.namelist()}
     if set(members) != set(CONCRETE_MEMBERS):
         raise ValueError(f"unexpected concrete server archive members {sorted(members)}")
-    members["configuration.json"] = json.dumps(plain_configuration(circuit.configuration), sort_keys=True).encode()
+    members["configuration.json"] = json.dumps(plain_configuration(configuration), sort_keys=True).encode()
     return members

@@ -64,6 +64,9 @@ class HTTPClient:
         (at most 60 s each).
     """
 
+    #: the local client of the deployment (keys, encryption)
+    _client_class: Any = FHEModelClient
+
     def __init__(
         self,
         url: str,
@@ -84,7 +87,7 @@ class HTTPClient:
         self.server_info = self._request("GET", "/info").json()
         response = self._request("GET", "/client.json")
         (self.work_dir / CLIENT_FILE).write_bytes(response.content)
-        self.fhe = FHEModelClient(self.work_dir, key_dir=key_dir or self.work_dir / "keys")
+        self.fhe = self._client_class(self.work_dir, key_dir=key_dir or self.work_dir / "keys")
         self.key_id: str | None = None
         self.token: str | None = None
 

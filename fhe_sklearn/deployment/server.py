@@ -12,6 +12,8 @@ Endpoints
 server has one) → 201 ``{"key_id", "token"}``.
 ``POST /predict/{key_id}`` (body: one serialized ciphertext; ``Authorization: Bearer <token>``)
     → the serialized encrypted result.
+``POST /train/{key_id}`` (training deployments; body: the encrypted weights then the
+    encrypted steps, framed as a batch; same token) → the encrypted weights after the steps.
 ``POST /predict_batch/{key_id}`` (body: many serialized ciphertexts, framed; same token)
     → their encrypted results, framed the same way, in input order. Framing (version 1): the
     8 bytes ``FHESKLB1``, the row count (uint32, little-endian), each row's length (uint64,
@@ -43,6 +45,7 @@ from . import wire
 from .fhe_model import CLIENT_FILE, read_client_file
 from .key_store import KeyStore, KeyStoreFull, token_digest
 from .request_middleware import BodyTooLarge, JsonLogFormatter, LimitAndLogMiddleware
+from .training import pack_step, unpack_training_request
 from .worker_pool import TaskError, WorkerPool
 
 OCTETS = "application/octet-stream"
@@ -130,6 +133,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
     settings = settings or ServerSettings()
     deployment_dir = Path(deployment_dir)
     client_data = read_client_file(deployment_dir)
+    training = isinstance(client_data.get("spec"), dict) and "training" in client_data["spec"]
     store = KeyStore(key_dir, settings.max_key_sets, settings.key_quota_bytes)
     pool = WorkerPool(
         deployment_dir,
@@ -165,7 +169,8 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
     def limit_for(path: str) -> int:
         if path == "/keys":
             return settings.max_keys_bytes
-        return settings.max_batch_bytes if path.startswith("/predict_batch/") else settings.max_request_bytes
+        batch = path.startswith(("/predict_batch/", "/train/"))
+        return settings.max_batch_bytes if batch else settings.max_request_bytes
 
     app.add_middleware(LimitAndLogMiddleware, limit_for=limit_for)
 
@@ -219,6 +224,7 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
             "max_batch_rows": settings.max_batch_rows,
             "batch_framing": wire.BATCH_MAGIC.decode(),
             "key_upload_requires_api_key": api_key_digest is not None,
+            "training": training,
         }
 
     @app.get("/client.json")
@@ -303,6 +309,35 @@ def create_app(deployment_dir: str | Path, key_dir: str | Path, settings: Server
         finally:
             record.in_use -= 1
         return Response(wire.pack(results, wire.BATCH_MAGIC), media_type=OCTETS)
+
+    @app.post("/train/{key_id}")
+    async def train(key_id: str, request: Request) -> Response:
+        if not training:
+            raise HTTPException(404, "this server does not serve an encrypted-training deployment")
+        record = authenticated(key_id, request)
+        record.in_use += 1
+        try:
+            body = await read_body(request)
+            try:
+                weights, steps = unpack_training_request(body)
+            except ValueError as err:
+                raise HTTPException(400, f"{err} (expected the {wire.BATCH_MAGIC.decode()} framing)") from None
+            if len(steps) > settings.max_batch_rows:
+                raise HTTPException(413, f"{len(steps)} steps exceed the server's {settings.max_batch_rows}-row limit")
+            store.touch(record)
+            keys_path = store.keys_path(key_id)
+            for index, step in enumerate(steps):  # each step reads the weights the previous one wrote
+                try:
+                    arguments = pack_step(step, weights, index)
+                except ValueError as err:
+                    raise HTTPException(400, str(err)) from None
+                try:
+                    weights = await pool.run(key_id, keys_path, arguments)
+                except TaskError as err:
+                    raise TaskError(err.status, f"step {index}: {err.message}", err.retry_after) from None
+        finally:
+            record.in_use -= 1
+        return Response(weights, media_type=OCTETS)
 
     app.state.key_store, app.state.worker_pool = store, pool
     return app

@@ -34,6 +34,8 @@ def compile_portable(artifact: ServerArtifact) -> tuple[Any, Any]:
     from concrete.compiler import Compiler, ServerProgram, lookup_runtime_lib
 
     options = _compilation_options(artifact.configuration)
+    for from_func, from_pos, to_func, to_pos in artifact.composition:
+        options.add_composition(from_func, from_pos, to_func, to_pos)
     output_dir = tempfile.mkdtemp(prefix="fhe_sklearn_server_")
     try:
         compiler = Compiler(

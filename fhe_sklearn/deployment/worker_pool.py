@@ -24,6 +24,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .wire import TUPLE_MAGIC, is_packed, unpack
+
 logger = logging.getLogger("fhe_sklearn.server")
 
 READY, DESERIALIZED, RESULT, ERROR = b"R", b"D", b"O", b"E"
@@ -103,9 +105,10 @@ def worker_main(conn: Any, deployment_dir: str, key_cache: int) -> None:
             else:
                 conn.send_bytes(RESULT)
             continue
-        try:
-            fhe.Value.deserialize(payload)
-        except RuntimeError as err:
+        try:  # each value of a several-input row (e.g. a training step) on its own
+            for part in unpack(payload, TUPLE_MAGIC, "row") if is_packed(payload, TUPLE_MAGIC) else [payload]:
+                fhe.Value.deserialize(part)
+        except (RuntimeError, ValueError) as err:
             conn.send_bytes(_error("ciphertext", f"malformed ciphertext: {err}"))
             continue
         conn.send_bytes(DESERIALIZED)
