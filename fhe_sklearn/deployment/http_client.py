@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import wire
-from .fhe_model import CLIENT_FILE, FHEModelClient
+from .artifacts import CLIENT_FILE
+from .client import FHEModelClient
 
 
 class ServerError(RuntimeError):

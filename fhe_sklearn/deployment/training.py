@@ -25,8 +25,8 @@ import numpy as np
 
 from .artifacts import SERVER_FILE, ServerArtifact, client_specs_bytes, read_client_file
 from .client import restrict_permissions
+from .model_server import FHEModelServer
 from .paths import deployment_path
-from .server_side import FHEModelServer
 from .signing import check_key
 from .wire import BATCH_MAGIC, TUPLE_MAGIC, is_packed, pack, unpack
 
