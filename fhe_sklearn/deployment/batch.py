@@ -230,9 +230,11 @@ class EstimatorBackend:
     name: str
 
     def run_rows(self, circuit: Any, rows: Sequence[tuple], n_jobs: int | None, progress: bool | None) -> list[Any]:
+        """The rows encrypted here, run by :func:`run_many` on this back-end, decrypted here."""
         return execute_rows(circuit, rows, self.name, n_jobs, progress)
 
     def forget(self, circuit: Any) -> None:
+        """Drop the circuit's saved server and keys (see :func:`forget_circuit`)."""
         forget_circuit(circuit)
 
 
