@@ -2,7 +2,7 @@
 
 The server sees a column's name, its kind and pandas dtype; how values map to codes (an
 integer column's offset, a float column's range and step, a string column's categories) is
-the owner's secret: it travels sealed (AES-GCM under the client's secret, :mod:`._secrets`).
+the owner's secret: it travels sealed (AES-GCM under the client's secret, :mod:`._sealing`).
 
 - ``int`` / ``bool``: code = value − low (low: the schema's ``min`` or the column's minimum);
   the values must span at most 65,535.

@@ -26,7 +26,7 @@ from .._version import __version__
 from ._circuit import ARITY
 from ._encoding import KINDS
 from ._frame_data import AggregateItem, Column, KeyInfo
-from ._secrets import TAG_BYTES
+from ._sealing import TAG_BYTES
 
 FORMAT = "fhe_sklearn.encrypted_dataframe"
 #: version of the layout; any fhe_sklearn writing the same version reads it

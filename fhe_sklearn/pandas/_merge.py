@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._secrets import NAN_TAG
+from ._sealing import NAN_TAG
 
 HOWS = ("left", "right", "inner", "outer")
 

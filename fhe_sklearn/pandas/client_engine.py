@@ -14,7 +14,7 @@ from ._aggregate import EncryptedAggregate
 from ._circuit import ARITY, CELL, CLEAR, circuit_digest, clear_cell, from_cells, read_clear_cell, sum_circuit, to_cells
 from ._encoding import KEY_KINDS, decode, decode_sums, encode, fit_encoding, tag_text
 from ._frame_data import Column, KeyInfo
-from ._secrets import SECRETS_FILE, Secrets
+from ._sealing import SECRETS_FILE, Secrets
 from .dataframe import EncryptedDataFrame
 
 KEYS_FILE = "fhe_keys"

@@ -288,15 +288,8 @@ class HybridFHEModel:
             wrapper.mode = fhe
 
     def _run(self, x: Any, fhe: str) -> Any:
-        self.set_fhe_mode(fhe)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self.model(*x) if isinstance(x, tuple) else self.model(x)
-        finally:
-            self.model.train(was_training)
-            self.set_fhe_mode("torch")
+        self.set_fhe_mode(fhe)  # checks the mode
+        return self._run_modes(x, dict.fromkeys(self.remote_modules, fhe))
 
     def forward(self, x: Any, fhe: str = "disable") -> Any:
         """The network's output, the named sub-modules run as ``fhe`` says.
