@@ -56,8 +56,7 @@ class TrainingCircuit:
     def __init__(self, plan: TrainingPlan, configuration: Any = None, simulation: bool = False) -> None:
         from concrete import fhe
 
-        from ..quantization.compile_options import default_configuration
-        from ..quantization.module import DEFAULT_GLOBAL_P_ERROR
+        from ..quantization.compile_options import DEFAULT_GLOBAL_P_ERROR, default_configuration
 
         self.plan = plan
         if configuration is None:
