@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import SERVER_FILE, ServerArtifact, client_specs_bytes, read_client_file
+from .artifacts import CLIENT_FILE, SERVER_FILE, ServerArtifact, client_specs_bytes, read_client_file
 from .client import restrict_permissions
 from .model_server import FHEModelServer
 from .paths import deployment_path
@@ -82,7 +82,7 @@ class FHETrainingClient:
         self.path = deployment_path(path, None)
         self.verify_key = verify_key if verify_key is None else check_key(verify_key)
         data = read_client_file(self.path, self.verify_key)
-        client_file = self.path / "client.json" if self.path.is_dir() else self.path
+        client_file = self.path / CLIENT_FILE if self.path.is_dir() else self.path
         if (client_file.parent / SERVER_FILE).exists():
             ServerArtifact.read(client_file.parent / SERVER_FILE, self.verify_key).check_matches(data)
         spec = data["spec"]
