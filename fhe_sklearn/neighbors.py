@@ -4,14 +4,17 @@ is encrypted.
 Circuit, for one encrypted query ``u`` (``op_inputs`` bits per feature, one scale for every
 feature so that integer distances are the float metric's, up to that scale):
 
-1. ``keys``: one integer per training point ``t_i`` that ranks like its distance to ``u``.
-   Euclidean (``p=2``): ``||t_i||² - 2 u·t_i`` (the squared distance minus ``||u||²``, which
-   is the same for every point), a clear matrix product: no PBS. Manhattan (``p=1``): the
-   query's thermometer bits ``[u_f <= v]`` (one comparison per feature and grid level), then
-   ``|u_f - t_if|`` is linear in them: a clear matrix product again.
-2. ``nearest`` (:class:`QuantizedKSmallestMask`): the keys are rounded to ``op_distances``
-   bits, the k-th smallest is found by ``k`` bubble passes of compare-exchanges (one PBS
-   each), and every point whose key is at most that one gets a 1: one PBS per point.
+1. ``keys``: the distance of ``u`` to each training point ``t_i``, exact integers.
+   Euclidean (``p=2``): the squared distance ``||u||² - 2 u·t_i + ||t_i||²``, one lookup per
+   feature for ``||u||²`` on the query's few bits, the rest a clear matrix product. Manhattan
+   (``p=1``): the query's thermometer bits ``[u_f <= v]`` (one comparison per feature and grid
+   level), then ``|u_f - t_if|`` is linear in them: a clear matrix product.
+2. ``nearest`` (:class:`QuantizedKSmallestMask`): each distance is cut to an ``op_distances``-bit
+   window that holds the neighbours that count (the bits of the wide distance are extracted by
+   the cheapest PBS; no lookup reads the distance itself), the k-th smallest is found by ``k``
+   bubble passes of compare-exchanges (one PBS each), and every point whose key is at most
+   that one gets a 1: one PBS per point. Every lookup of the selection reads
+   ``op_distances + 1`` bits.
 3. ``votes``: the mask times a clear matrix of per-point values. Classifier: the one-hot
    training labels, giving the number of neighbours of each class; the client decrypts those
    counts and takes the argmax (``predict_proba`` is the counts normalized, as scikit-learn's
@@ -20,10 +23,10 @@ feature so that integer distances are the float metric's, up to that scale):
    number; the client divides in the clear. The client learns the class counts (or target
    sums) among the neighbours and nothing else of the training points.
 
-Points tied with the k-th nearest (after rounding) all vote, so a vote may count more than k
-neighbours (a regressor then averages over all of them: it divides by the count, not by k).
-Cost grows as ``(k + 1) * n_train`` PBS of ``op_distances + 1`` bits, plus the rounding of
-each key; see ``benchmarks/neighbors.py``.
+Points tied with the k-th nearest (in the window's resolution) all vote, so a vote may count
+more than k neighbours (a regressor then averages over all of them: it divides by the count,
+not by k). Cost grows as ``(k + 1) * n_train`` PBS of ``op_distances + 1`` bits, plus the bits
+of each distance; see ``benchmarks/neighbors.py``.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ from .quantization.post_training import resolve_n_bits
 from .quantization.quantizers import MAX_BIT_WIDTH, check_n_bits, integer_bit_width
 from .quantization.registry import register_op
 
-#: default bits of each query feature and of the rounded distance keys (see README: agreement
-#: with scikit-learn's KNN on breast cancer and wine is >= 96% at these widths)
+#: default bits of each query feature and of the windowed distance keys. breast_cancer, k=5:
+#: agreement with scikit-learn 0.939 / 0.965 / 0.982 on 50 / 100 / 200 training points; 5-bit
+#: keys agree a little more (0.965 on 50) for twice the complexity (6-bit lookups need 8192-
+#: coefficient keys at this library's error budget, 5-bit ones 4096)
 DEFAULT_INPUT_BITS = 3
-DEFAULT_DISTANCE_BITS = 6
+DEFAULT_DISTANCE_BITS = 4
 #: default bits of each quantized regression target: a level is 1/15 of the target range, and
 #: the rounding errors of k targets average out (diabetes: test R² 0.249 vs 0.259 at 5 bits).
 #: Ties can select every training point, so the sums' width grows with n_train * 2**bits and
@@ -58,13 +63,79 @@ _METRICS = {"euclidean": 2, "l2": 2, "manhattan": 1, "l1": 1, "cityblock": 1}
 
 
 @register_op
+class QuantizedSquaredDistances(QuantizedOp):
+    """Squared Euclidean distance of the query ``u`` to each clear point ``t_i`` on its grid:
+    ``||u||² - 2 u·t_i + ||t_i||²``, exact integers.
+
+    ``||u||²`` costs one lookup per feature, on the few bits of the query; the rest is a clear
+    matrix product. True distances (not ``||t_i||² - 2 u·t_i``, which ranks the same) start at 0
+    whatever the query: the selection can then drop the far ones (see
+    :class:`QuantizedKSmallestMask`).
+
+    Parameters
+    ----------
+    name : str
+    points : array of int, shape (n_points, n_features)
+        The points on the query's integer grid, centred as the query (its zero point removed).
+    lookup_bits : int, optional
+        Width the squares' lookups read (at least the query's): the precision of the circuit's
+        other lookups, so that they share its keys.
+    """
+
+    op_type = "SquaredDistances"
+
+    def __init__(
+        self, name: str, points: Any, lookup_bits: int | None = None, *, inputs: list[str] | None = None
+    ) -> None:
+        super().__init__(name, inputs=inputs)
+        self.points = np.asarray(points, dtype=np.int64)
+        self.lookup_bits = lookup_bits
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        u = np.rint(x / self.input_specs[0].scale)
+        return ((u[:, None, :] - self.points[None]) ** 2).sum(axis=2) * float(np.max(self.input_specs[0].scale)) ** 2
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        s = self.input_specs[0]
+        if len(np.unique(s.scale)) != 1:
+            raise ValueError(f"SquaredDistances '{self.name}' needs one input scale, got {len(np.unique(s.scale))}")
+        n_features = self.points.shape[1]
+        self.input_offset = np.broadcast_to(s.zero_point, (n_features,))
+        lo = np.broadcast_to(s.lo, (n_features,)) - self.input_offset
+        hi = np.broadcast_to(s.hi, (n_features,)) - self.input_offset
+        self.centered_range = (lo, hi)
+        self.square_range = np.where((lo <= 0) & (hi >= 0), 0, np.minimum(lo**2, hi**2)), np.maximum(lo**2, hi**2)
+        worst = np.maximum((lo - self.points) ** 2, (hi - self.points) ** 2).sum(axis=1)
+        self.cross_range = _interval_matmul(lo, hi, -2 * self.points.T)
+        return TensorSpec(float(np.max(s.scale)) ** 2, 0, np.zeros(len(self.points), dtype=np.int64), worst)
+
+    def q_impl(self, x: Any) -> Any:
+        u = hint_range(x - self.input_offset, *self.centered_range)
+        if self.lookup_bits is not None and isinstance(u, fhe.tracing.Tracer):
+            u = fhe.hint(u, bit_width=max(self.lookup_bits, integer_bit_width(*self.centered_range)))
+        squares = hint_range(u**2, *self.square_range)
+        norm = np.sum(squares, axis=1, keepdims=True)
+        cross = hint_range(u @ (-2 * self.points.T), *self.cross_range)
+        return hint_range(cross + norm + np.sum(self.points**2, axis=1), 0, int(np.max(self.output_spec.hi)))
+
+
+@register_op
 class QuantizedKSmallestMask(QuantizedOp):
     """1 at each position whose key is at most the ``k``-th smallest of its row, else 0.
 
-    The selection is ``k`` bubble passes over the keys (``k * n - k(k+1)/2`` compare-exchanges,
-    each one PBS on a key difference: ``min = b + min(a - b, 0)``, ``max = a - min(a - b, 0)``), then
-    one comparison per position with the ``k``-th smallest. Keys are first rounded to ``n_bits``
-    bits (None: exact), which makes every comparison a lookup of ``n_bits + 1`` bits.
+    Keys are non-negative (distances). With ``n_bits`` set, each key first becomes
+    ``min(key >> lsbs, 2**n_bits - 1)``: its bits are extracted (``fhe.bits``, one cheap PBS of
+    the lowest precision per bit), the window's ``n_bits`` are kept and the bits above it
+    saturate the key (two lookups of ``n_bits + 1`` bits). The window, ``[0, 2**(lsbs + n_bits))``,
+    is set at calibration to hold the ``k + 1``-th smallest key of every calibration row (the
+    training points, whose own key is 0): the neighbours that count fall inside it, and keys
+    beyond it tie at the top (a query farther than that from all but k - 1 points gets votes
+    from every point outside the window). ``n_bits=None`` keeps exact keys.
+
+    The selection is then ``k`` bubble passes over the keys (``k * n - k(k+1)/2``
+    compare-exchanges, each one PBS on a key difference: ``min = b + min(a - b, 0)``,
+    ``max = a - min(a - b, 0)``), and one comparison per position with the ``k``-th smallest:
+    every lookup of the selection reads ``n_bits + 1`` bits.
 
     Parameters
     ----------
@@ -72,7 +143,7 @@ class QuantizedKSmallestMask(QuantizedOp):
     k : int
         How many smallest keys to select (ties with the k-th are selected too).
     n_bits : int, optional
-        Width the keys are rounded to before the selection.
+        Bits of each key in the selection.
     """
 
     op_type = "KSmallestMask"
@@ -91,15 +162,24 @@ class QuantizedKSmallestMask(QuantizedOp):
         n = keys.shape[1]
         if not 1 <= self.k <= n:
             raise ValueError(f"KSmallestMask '{self.name}': k={self.k} must be in [1, {n}] (the number of keys)")
-        lo, hi = int(np.min(spec.lo)), int(np.max(spec.hi))
-        # keys are offset to [0, hi - lo] first: rounding and lookups then see unsigned values
-        self.key_low = lo
-        width = integer_bit_width(0, hi - lo)
-        self.lsbs = 0 if self.n_bits is None else max(0, width - self.n_bits)
-        half = (1 << self.lsbs) >> 1
-        self.offset_range = (0, hi - lo + half)  # rounding may carry the top value up
-        # exact range of the rounded, shifted keys; comparisons see a - b + span in [0, 2 span]
-        self.span = (hi - lo + half) >> self.lsbs
+        if int(np.min(spec.lo)) < 0:
+            raise ValueError(f"KSmallestMask '{self.name}' selects among non-negative keys (distances)")
+        hi = int(np.max(spec.hi))
+        self.width, self.factor = integer_bit_width(0, hi), 1
+        self.lsbs, self.span = 0, hi
+        self.windowed = self.n_bits is not None and self.width > self.n_bits
+        if self.windowed:
+            integers = np.rint(keys / np.asarray(spec.scale) + np.asarray(spec.zero_point)).astype(np.int64)
+            reach = max(int(np.max(np.sort(integers, axis=1)[:, min(self.k, n - 1)])), 1)
+            # a window is a power of two: scaling the keys by a small factor first makes the
+            # reach fill most of it (up to twice the resolution), for a few more bits to extract
+            factors = [1] + [f for f in range(2, 9) if integer_bit_width(0, hi * f) <= MAX_BIT_WIDTH]
+            self.factor = max(factors, key=lambda f: reach * f / 2 ** integer_bit_width(0, reach * f))
+            self.width = integer_bit_width(0, hi * self.factor)
+            reach_bits = integer_bit_width(0, reach * self.factor)
+            self.lsbs = min(max(0, reach_bits - self.n_bits), self.width - self.n_bits)
+            self.span = 2**self.n_bits - 1
+        # comparisons see a - b + span in [0, 2 span]
         if integer_bit_width(0, 2 * self.span) > MAX_BIT_WIDTH:
             raise ValueError(
                 f"KSmallestMask '{self.name}' compares {integer_bit_width(0, 2 * self.span)}-bit key "
@@ -111,10 +191,13 @@ class QuantizedKSmallestMask(QuantizedOp):
         # every value of the selection is non-negative: concrete 2.10 simulated rounding and
         # chains of lookups on signed values differently from numpy (measured); unsigned exactly
         span = self.span
-        keys = hint_range(self._rounded(hint_range(keys - self.key_low, *self.offset_range)), 0, span)
+        keys = hint_range(self._windowed(keys), 0, span)
         n = keys.shape[1]
         values = [keys[:, i : i + 1] for i in range(n)]
-        for rank in range(self.k):  # pass ``rank`` moves the next smallest to position ``rank``
+        # k bubble passes, pass ``rank`` moving the next smallest to position ``rank``: fewer
+        # compare-exchanges than a pruned Batcher network at these sizes (benchmarks/neighbors.py)
+        # and, measured on 50 points, smaller keys than its vectorized layers (204 vs 169 MB)
+        for rank in range(self.k):
             for i in range(n - 1, rank, -1):
                 a, b = values[i - 1], values[i]
                 # min(a, b) = b + min(a - b, 0), max(a, b) = a - min(a - b, 0): one lookup on
@@ -127,16 +210,20 @@ class QuantizedKSmallestMask(QuantizedOp):
         shifted = hint_range(keys - values[self.k - 1] + span, 0, 2 * span)
         return fhe.univariate(lambda v, s=span: (v <= s).astype(np.int64))(shifted)
 
-    def _rounded(self, keys: Any) -> Any:
-        """Round to a multiple of ``2**lsbs`` (to nearest, ties up, as concrete) and divide by
-        it with a lookup on the rounded value (cheap: only its high bits count)."""
-        if self.lsbs == 0:
+    def _windowed(self, keys: Any) -> Any:
+        """``min(keys >> lsbs, span)`` from the keys' bits: no lookup reads the wide keys."""
+        if not self.windowed:
             return keys
-        # no overflow protection: offset_range already holds the carry, and with it concrete 2.10
-        # fed the division lookup a value one bit off (measured: every key doubled, so the
-        # circuit selected other neighbours than numpy)
-        rounded = fhe.round_bit_pattern(keys, self.lsbs, overflow_protection=False)
-        return fhe.univariate(lambda v, b=self.lsbs: v >> b)(rounded)
+        top = self.lsbs + self.n_bits
+        # bit by bit: concrete 2.10 failed to compile some slices of a hinted value (bits[2:6] of
+        # a 9-bit one, measured), never single bits
+        bits = fhe.bits(hint_range(keys * self.factor, 0, 2**self.width - 1))
+        window = sum(bits[i] * 2 ** (i - self.lsbs) for i in range(self.lsbs, top))
+        if top >= self.width:
+            return window
+        # the count of set bits above the window (a few bits) says whether the key is beyond it
+        beyond = fhe.univariate(lambda v: (v > 0).astype(np.int64))(sum(bits[i] for i in range(top, self.width)))
+        return fhe.univariate(lambda v, s=self.span: np.minimum(v, s))(window + (self.span + 1) * beyond)
 
 
 def _metric_p(model: BaseEstimator) -> int:
@@ -187,10 +274,8 @@ def lower_neighbors(
     builder = GraphBuilder()
     builder.input(quantizer)
     if p == 2:
-        # keys = ||t||² - 2 u·t: the squared distance minus ||u||², the same for every point
-        weight, bias = -2 * q_train.T, np.sum(q_train**2, axis=1)
-        options = quantizer.options  # the query on its grid, centred as q_train
-        input_range = (options.qmin - quantizer.zero_point, options.qmax - quantizer.zero_point)
+        lookup_bits = None if n_bits_distances is None else n_bits_distances + 1  # the selection's
+        builder.add("SquaredDistances", name="keys", points=q_train, lookup_bits=lookup_bits, overflow_hint=hint)
     else:
         # |u - t| = #{v : min(u, t) <= v < max(u, t)} = Σ_v [u <= v] (2[t > v] - 1) + #{v : t <= v}
         n_features = X_train.shape[1]
@@ -201,13 +286,7 @@ def lower_neighbors(
         builder.add("LessOrEqual", name="thermometer", threshold=thresholds)
         above = (q_train[:, features] > levels.ravel()).astype(np.int64)  # [t > v], (n_train, n_bits)
         weight, bias = (2 * above - 1).T, np.sum(1 - above, axis=1)
-        input_range = (0, 1)  # thermometer bits
-    # shift every key by one constant (the ranking is unchanged) so that the smallest possible
-    # key is 0: the keys' width is then that of the distances' spread, not of their offset
-    # (features far from zero no longer overflow 16 bits)
-    lowest, _ = _interval_matmul(*input_range, weight)
-    bias = bias - int(np.min(lowest + bias))
-    builder.add("IntegerMatMul", name="keys", weight=weight, bias=bias, overflow_hint=hint)
+        builder.add("IntegerMatMul", name="keys", weight=weight, bias=bias, overflow_hint=hint)
     builder.add("KSmallestMask", name="nearest", k=k, n_bits=n_bits_distances)
     builder.add(
         "IntegerMatMul",
@@ -296,7 +375,7 @@ class KNeighborsClassifier(_KNeighborsFHE, FHEClassifierMixin, ClassifierMixin, 
     Parameters: scikit-learn's (``weights="uniform"``; ``metric="minkowski"`` with ``p`` 1 or
     2), plus ``n_bits``: an int (bits per query feature; distance keys get
     ``DEFAULT_DISTANCE_BITS``) or ``{"op_inputs": a, "op_distances": b}``. Default 3 input bits
-    and 6 distance bits.
+    and 4 distance bits.
 
     The training set is part of the server's circuit; the client sends the encrypted query and
     decrypts the number of neighbours per class.
@@ -323,7 +402,7 @@ class KNeighborsRegressor(_KNeighborsFHE, FHERegressorMixin, RegressorMixin, Bas
     Parameters: scikit-learn's (``weights="uniform"``; ``metric="minkowski"`` with ``p`` 1 or
     2), plus ``n_bits``: an int (bits per query feature; distance keys get
     ``DEFAULT_DISTANCE_BITS``, targets ``DEFAULT_TARGET_BITS``) or
-    ``{"op_inputs": a, "op_distances": b, "op_targets": c}``. Default 3 input, 6 distance and
+    ``{"op_inputs": a, "op_distances": b, "op_targets": c}``. Default 3 input, 4 distance and
     4 target bits.
 
     The circuit sums the selected neighbours' quantized targets and counts them (no PBS beyond
