@@ -45,6 +45,14 @@ def pytest_unconfigure(config):
         os._exit(_EXIT_STATUS["status"])
 
 
+def pytest_collection_modifyitems(config, items):
+    # the modules that run real FHE first: on two xdist workers a minute-long notebook or
+    # server test left for the end runs while the other worker idles. Whole modules move, so
+    # their module-scoped fixtures (compiled circuits) are still built once
+    heavy = {item.module for item in items if item.get_closest_marker("fhe_execute")}
+    items.sort(key=lambda item: item.module not in heavy)
+
+
 @pytest.fixture(scope="session")
 def quantization_reference() -> dict:
     if not REFERENCE.exists():
