@@ -27,7 +27,8 @@ def _replay(plan, x_codes, y_codes, v, rng, epochs):
 
 @pytest.mark.fhe_execute
 def test_training_over_http_is_exact_and_resumable(tmp_path):
-    X, y = make_classification(n_samples=8, n_features=2, n_informative=2, n_redundant=0, random_state=0)
+    # one batch: a step per call, so the second call resumes from the first one's encrypted weights
+    X, y = make_classification(n_samples=4, n_features=2, n_informative=2, n_redundant=0, random_state=0)
     X = StandardScaler().fit_transform(X)
     owner = SGDClassifier(fit_encrypted=True, parameters_range=(-4, 4), batch_size=4, max_iter=1, random_state=0)
     deployment = FHEModelDev(tmp_path / "deployment", owner.fit(X, y)).save(mode="training")
@@ -41,8 +42,8 @@ def test_training_over_http_is_exact_and_resumable(tmp_path):
         assert httpx.get(f"{server.url}/info").json()["training"] is True
         client = HTTPTrainingClient(server.url, tmp_path / "client")
         client.fhe.rng = np.random.default_rng(0)
-        first = client.train(X, y, epochs=1)  # 2 steps on the server, weights encrypted throughout
-        resumed = client.train(X, y, epochs=1, encrypted_weights=first)  # 2 more from where it stopped
+        first = client.train(X, y, epochs=1)  # a step on the server, weights encrypted throughout
+        resumed = client.train(X, y, epochs=1, encrypted_weights=first)  # one more from where it stopped
         ignore_sigpipe()
         plan = client.fhe.plan
         x_codes, y_codes = plan.encode_features(X), y[:, None].astype(np.int64)
@@ -52,7 +53,7 @@ def test_training_over_http_is_exact_and_resumable(tmp_path):
         coef, intercept = plan.decode_weights(expected)
         np.testing.assert_allclose(model.coef_, coef)
         np.testing.assert_allclose(model.intercept_, intercept)
-        assert model.predict(X).shape == (8,)
+        assert model.predict(X).shape == (4,)
 
         auth = {"Authorization": f"Bearer {client.token}"}
         bad_step = httpx.post(
@@ -60,7 +61,7 @@ def test_training_over_http_is_exact_and_resumable(tmp_path):
         )
         assert bad_step.status_code == 400 and "step 0" in bad_step.json()["detail"]
         with pytest.raises(ValueError, match="outside the classes"):
-            client.train(X, np.full(8, 5))
+            client.train(X, np.full(4, 5))
     finally:
         server.stop()
 
