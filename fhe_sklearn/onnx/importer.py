@@ -239,8 +239,9 @@ def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -
         overflow_hint=hint,
         **params,
     )
-    if leaves and ctx.rounding_threshold_bits is not None:
-        # the client reads an output accumulator at about model_outputs bits
+    if leaves and ctx.rounding_threshold_bits is not None and bound <= MAX_BIT_WIDTH:
+        # the client reads an output accumulator at about model_outputs bits (a caller that
+        # allows a wider one, as the hybrid model for outputs feeding float layers, keeps them)
         mark_truncated(ctx.builder, value, ctx.bits["model_outputs"])
     return value
 
