@@ -45,7 +45,8 @@ def compile_onnx_model(
         the weights of a Gemm/MatMul/Conv take the fewest bits up to ``op_weights`` whose
         rounding error on ``X_calib`` stays within that truncation's (extra bits would only
         widen the accumulator; :mod:`fhe_sklearn.quantization.weight_bits`), and an output
-        accumulator within 16 bits is treated as read at ``model_outputs`` bits; the width
+        accumulator within 16 bits as read at ``model_outputs`` bits (at least one more than the
+        lookups); the width
         chosen is each op's ``weight_bits``.
     p_error, global_p_error, configuration, verbose
         As :meth:`QuantizedModule.compile`.
