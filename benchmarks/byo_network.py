@@ -128,8 +128,9 @@ def write(rows: list[dict], notes: str) -> str:
 
 NOTES = (
     "sklearn digits (8x8, 1437 train / 360 test); accumulators rounded to 6 bits before every lookup "
-    "(rounding_threshold_bits=6); max bits is the widest leveled integer (a 16-bit accumulator), lookups "
-    "read 6 bits; one row executed after a warm-up run, on the 2-core machine."
+    "(rounding_threshold_bits=6), PTQ weights with the bits that truncation keeps (4 hidden, 4 output); max "
+    "bits is the widest leveled integer (an accumulator), lookups read 6 bits; one row executed after a "
+    "warm-up run, on the 2-core machine (shared: times vary by ±30% between runs)."
 )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS, machine
+from benchmarks.lean_networks import network_rows
 from benchmarks.run import _in_fresh_process, load
 
 # (label, estimator, parameters, dataset, Concrete ML class or None)
@@ -168,7 +169,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         "",
         "| case | float | disable | simulate | sim == dis | exec == sim | PBS | max bits | precisions "
         "| complexity (ref, ratio) | keys MB (ref) | keygen s (ref) | execute s/row (ref, ratio) "
-        "| input B (ref) | output B | peak MB |",
+        "| input B (ref) | output B (ref) | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -188,7 +189,7 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"| {r['keygen_s']:.1f} ({_fmt(ref.get('keygen_s'), '.1f')}) "
             f"| {_fmt(r['execute_s_per_row'], '.3f')} ({_fmt(ref.get('execute_s_per_row'), '.2f')}, "
             f"{_fmt(ex_ratio, '.2f')}x) | {r['input_bytes']} ({_fmt(ref.get('input_bytes'), 'd')}) "
-            f"| {r['output_bytes']} | {r['peak_memory_mb']:.0f} |"
+            f"| {r['output_bytes']} ({_fmt(ref.get('output_bytes'), 'd')}) | {r['peak_memory_mb']:.0f} |"
         )
     refs = [r for r in rows if r.get("reference")]
     if refs:
@@ -213,11 +214,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", help="python of a Concrete ML 1.9 virtualenv, to run the cases side by side")
     parser.add_argument("--n-execute", type=int, default=3, help="encrypted rows timed per case")
-    parser.add_argument("--cases", help="comma-separated case indices (default: all)")
+    parser.add_argument("--cases", help="comma-separated case indices, 'net' for the network rows (default: all)")
     parser.add_argument("--compress", choices=("default", "yes", "no"), default="default", help="keys and inputs")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    chosen = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
+    tokens = args.cases.split(",") if args.cases else [*map(str, range(len(CASES))), "net"]
+    chosen = [CASES[int(i)] for i in tokens if i != "net"]
     rows = []
     for label, name, params, dataset, cml_class in chosen:
         print(f"{label}...", flush=True)
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row["reference"] = {**REFERENCE_FALLBACK[label], "source": "issue 13"}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "params"}), flush=True)
+    if "net" in tokens:  # imported networks (benchmarks/lean_networks.py)
+        rows += network_rows(args.reference, args.n_execute, _in_fresh_process)
     info = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),

@@ -29,7 +29,62 @@ def load(dataset: str) -> tuple:
     return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
 
 
+def network(spec: dict) -> dict:
+    """A network row: the trained torch weights of benchmarks/lean_networks.py, compiled by
+    Concrete ML's ``compile_torch_model`` with the same bits (architectures as there)."""
+    import torch
+    from concrete.ml.torch.compile import compile_torch_model
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, _, y_test = train_test_split(X / 16.0, y, test_size=0.2, random_state=0)
+    if spec["network"] == "mlp":
+        net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    else:
+        layers = [torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AvgPool2d(2), torch.nn.Flatten()]
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(36, 10))
+        X_train, X_test = X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8)
+    net.load_state_dict(torch.load(spec["weights"]))
+    net.eval()
+    module = compile_torch_model(net, X_train.astype(np.float32), **spec["params"])
+    circuit = module.fhe_circuit
+    simulated = module.forward(X_test.astype(np.float32), fhe="simulate")
+    start = time.perf_counter()
+    circuit.keygen(force=True)
+    keygen_s = time.perf_counter() - start
+    x_q = module.quantize_input(X_test[: 1 + spec["n_execute"]].astype(np.float32))
+    encrypted = circuit.encrypt(x_q[:1])
+    result = circuit.run(encrypted)  # warm-up, as for fhe_sklearn
+    n = spec["n_execute"]
+    start = time.perf_counter()
+    for i in range(1, 1 + n):
+        circuit.decrypt(circuit.run(circuit.encrypt(x_q[i : i + 1])))
+    execute_s = (time.perf_counter() - start) / n
+    return {
+        "simulate_score": float(np.mean(simulated.argmax(1) == y_test)),
+        **figures(circuit),
+        "keygen_s": keygen_s,
+        "execute_s_per_row": execute_s,
+        "input_bytes": len(encrypted.serialize()),
+        "output_bytes": len(result.serialize()),
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def figures(circuit) -> dict:
+    return {
+        "pbs_count": int(circuit.programmable_bootstrap_count),
+        "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
+        "pbs_precisions": len(circuit.statistics["programmable_bootstrap_count_per_parameter"]),
+        "complexity": float(circuit.complexity),
+        "evaluation_keys_mb": len(circuit.keys.evaluation.serialize()) / 1e6,
+    }
+
+
 def main(spec: dict) -> dict:
+    if "network" in spec:
+        return network(spec)
     from concrete.ml import sklearn as cml
     from sklearn.metrics import r2_score
 

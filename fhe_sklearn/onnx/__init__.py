@@ -41,7 +41,13 @@ def compile_onnx_model(
     rounding_threshold_bits : int or None, default=6
         Every accumulator read by a table lookup is first truncated (exactly, in the circuit
         and in ``fhe="disable"`` alike) to this many bits, so no lookup reads a wide integer;
-        None keeps full accumulators (each lookup then reads up to 16 bits: slow).
+        None keeps full accumulators (each lookup then reads up to 16 bits: slow). With it,
+        the weights of a Gemm/MatMul/Conv take the fewest bits up to ``op_weights`` whose
+        rounding error on ``X_calib`` stays within that truncation's (extra bits would only
+        widen the accumulator; :mod:`fhe_sklearn.quantization.weight_bits`), and an output
+        accumulator within 16 bits as read at ``model_outputs`` bits (at least one more than the
+        lookups); the width
+        chosen is each op's ``weight_bits``.
     p_error, global_p_error, configuration, verbose
         As :meth:`QuantizedModule.compile`.
     output_accumulator_bits : int, default=16

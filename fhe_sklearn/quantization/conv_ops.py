@@ -10,8 +10,9 @@ from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec, hint_range
 from .ops import known_weight_grid
-from .quantizers import check_n_bits
+from .quantizers import check_n_bits, integer_bit_width
 from .registry import register_op
+from .weight_bits import fewest_weight_bits, truncation_variance, weight_error_variance
 
 
 def _one_value(value: Any, what: str, name: str) -> Any:
@@ -96,6 +97,9 @@ class QuantizedConv(QuantizedOp):
                 grid = grid.reshape((-1,) + (1,) * (self.weight.ndim - 1))
             grid = known_weight_grid(self.weight, grid, name)
             self.weight_scale = np.broadcast_to(grid.reshape(-1), (len(self.weight),)).copy()
+        #: as :attr:`QuantizedGemm.truncated_to <fhe_sklearn.quantization.ops.QuantizedGemm>`
+        self.truncated_to: int | None = None
+        self.weight_bits = self.n_bits
 
     def _conv(self, x: Any, weight: Any) -> Any:
         return fhe.conv(x, weight, pads=self.pads, strides=self.strides, dilations=self.dilations, group=self.group)
@@ -110,25 +114,25 @@ class QuantizedConv(QuantizedOp):
         zero = int(_one_value(spec.zero_point, "zero point", self.name))
         d_lo, d_hi = int(np.min(spec.lo)) - zero, int(np.max(spec.hi)) - zero
         folded = self.weight * scale
-        per_channel = folded.reshape(len(folded), -1)
-        levels = 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 1
-        max_abs = np.abs(per_channel).max(axis=1)
-        w_scale = np.where(max_abs > 0, max_abs / levels, 1.0)
-        if self.weight_scale is not None:  # the learned integers, as they are
-            w_scale = self.weight_scale * scale
-        elif self.max_accumulator_bits is not None:
-            limit = 2 ** (self.max_accumulator_bits - 1) - 1
-            reach = max(abs(d_lo), abs(d_hi))
-            # each rounded weight may grow by half a step, the bias by half a step too
-            room = limit - 0.5 * reach * per_channel.shape[1] - 0.5
-            if room <= 0:
-                raise ValueError(
-                    f"Conv '{self.name}': {per_channel.shape[1]} products of {reach.bit_length() + 1}-bit inputs "
-                    f"cannot fit a {self.max_accumulator_bits}-bit accumulator: lower the n_bits of the inputs "
-                    f"({self.overflow_hint})"
-                )
-            needed = np.abs(per_channel).sum(axis=1) * reach + np.abs(self.bias)
-            w_scale = np.maximum(w_scale, needed / room)
+        bits = self.n_bits
+        if self.truncated_to is not None and self.weight_scale is None:
+            codes = np.clip(np.rint(x / scale) + zero, zero + d_lo, zero + d_hi) - zero
+
+            def trial(b: int) -> tuple[float, float]:
+                w_scale = self._weight_scale(folded, scale, d_lo, d_hi, b)
+                shape = (-1,) + (1,) * (folded.ndim - 1)
+                wq = np.rint(folded / w_scale.reshape(shape))
+                bias_q = np.rint(self.bias / w_scale)
+                flat = wq.reshape(len(wq), -1)
+                low = np.minimum(flat * d_lo, flat * d_hi).sum(axis=1) + bias_q
+                high = np.maximum(flat * d_lo, flat * d_hi).sum(axis=1) + bias_q
+                error = self._conv(codes, wq * w_scale.reshape(shape) - folded)
+                width = integer_bit_width(np.minimum(low, 0), np.maximum(high, 0))
+                return weight_error_variance(error), truncation_variance(w_scale, width, self.truncated_to)
+
+            bits = fewest_weight_bits(self.n_bits, trial)
+        self.weight_bits = bits
+        w_scale = self._weight_scale(folded, scale, d_lo, d_hi, bits)
         self.weight_q = np.rint(folded / w_scale.reshape((-1,) + (1,) * (folded.ndim - 1))).astype(np.int64)
         self.bias_q = np.rint(self.bias / w_scale).astype(np.int64)
         self.input_offset = zero
@@ -142,6 +146,30 @@ class QuantizedConv(QuantizedOp):
         self.channel_bias = _channel_spec(self.bias_q, sample)
         lo, hi = self.product_range
         return TensorSpec(_channel_spec(w_scale, sample), 0, lo + self.channel_bias, hi + self.channel_bias)
+
+    def _weight_scale(self, folded: np.ndarray, scale: float, d_lo: int, d_hi: int, bits: int) -> np.ndarray:
+        """Per-channel scale of ``bits``-bit symmetric weights: the learned grid if any, else
+        coarsened as needed so the worst-case accumulator fits ``max_accumulator_bits``."""
+        if self.weight_scale is not None:  # the learned integers, as they are
+            return self.weight_scale * scale
+        per_channel = folded.reshape(len(folded), -1)
+        levels = 2 ** (bits - 1) - 1 if bits > 1 else 1
+        max_abs = np.abs(per_channel).max(axis=1)
+        w_scale = np.where(max_abs > 0, max_abs / levels, 1.0)
+        if self.max_accumulator_bits is not None:
+            limit = 2 ** (self.max_accumulator_bits - 1) - 1
+            reach = max(abs(d_lo), abs(d_hi))
+            # each rounded weight may grow by half a step, the bias by half a step too
+            room = limit - 0.5 * reach * per_channel.shape[1] - 0.5
+            if room <= 0:
+                raise ValueError(
+                    f"Conv '{self.name}': {per_channel.shape[1]} products of {reach.bit_length() + 1}-bit inputs "
+                    f"cannot fit a {self.max_accumulator_bits}-bit accumulator: lower the n_bits of the inputs "
+                    f"({self.overflow_hint})"
+                )
+            needed = np.abs(per_channel).sum(axis=1) * reach + np.abs(self.bias)
+            w_scale = np.maximum(w_scale, needed / room)
+        return w_scale
 
     def q_impl(self, x: Any) -> Any:
         if self.input_offset != 0:

@@ -15,8 +15,10 @@ from .quantizers import (
     QuantizationOptions,
     UniformQuantizer,
     check_n_bits,
+    integer_bit_width,
 )
 from .registry import register_op
+from .weight_bits import fewest_weight_bits, truncation_variance, weight_error_variance
 
 
 def _interval_matmul(lo: np.ndarray, hi: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +107,11 @@ class QuantizedGemm(QuantizedOp):
             )
         self.max_accumulator_bits = None if max_accumulator_bits is None else int(max_accumulator_bits)
         self.weight_scale = None if weight_scale is None else known_weight_grid(self.weight, weight_scale, name)
+        #: set by an importer when a lookup reads this accumulator truncated to that many bits:
+        #: the weights then get the fewest bits (up to ``n_bits``) that add no more error than
+        #: the truncation (:mod:`.weight_bits`); ``weight_bits`` is the width chosen
+        self.truncated_to: int | None = None
+        self.weight_bits = self.n_bits
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight + self.bias
@@ -131,7 +138,35 @@ class QuantizedGemm(QuantizedOp):
         d_lo, d_hi = q_lo - center, q_hi - center
         # y = (x_q - c) @ folded + offset, with offset = bias + (c - z) @ folded in float
         offset = self.bias + (center - np.broadcast_to(spec.zero_point, (n_in,))) @ folded
-        levels = 2 ** (self.n_bits - 1) - 1 if self.n_bits > 1 else 1
+        codes = np.clip(np.rint(x.reshape(-1, n_in) / spec.scale) + spec.zero_point, q_lo, q_hi)
+        bits = self.n_bits
+        if self.truncated_to is not None:
+
+            def trial(b: int) -> tuple[float, float]:
+                scale = self._weight_scale(folded, d_lo, d_hi, offset, b)
+                wq = np.rint(folded / scale).astype(np.int64)
+                width = integer_bit_width(*_interval_matmul(d_lo, d_hi, wq))
+                error = (codes - center) @ (wq * scale - folded)
+                return weight_error_variance(error), truncation_variance(scale, width, self.truncated_to)
+
+            bits = fewest_weight_bits(self.n_bits, trial)
+        self.weight_bits = bits
+        scale = self._weight_scale(folded, d_lo, d_hi, offset, bits)
+        self.weight_q = np.rint(folded / scale).astype(np.int64)
+        # bias correction: the rounded weights shift the mean score by (mean code - c) @ error,
+        # since typical inputs sit far from the middle of their range; remove that shift
+        estimate = ((codes - center) @ self.weight_q) * scale + offset
+        offset = offset + np.mean(float_output.reshape(-1, self.weight.shape[1]) - estimate, axis=0)
+        self.input_offset = center
+        self.centered_range = (d_lo, d_hi)
+        self.product_range = _interval_matmul(d_lo, d_hi, self.weight_q)
+        lo, hi = self.product_range
+        return TensorSpec(scale, -np.rint(offset / scale).astype(np.int64), lo, hi)
+
+    def _weight_scale(self, folded: np.ndarray, d_lo: Any, d_hi: Any, offset: np.ndarray, bits: int) -> np.ndarray:
+        """Per-column scale of ``bits``-bit symmetric weights (coarsened to fit
+        ``max_accumulator_bits`` if set)."""
+        levels = 2 ** (bits - 1) - 1 if bits > 1 else 1
         max_abs = np.abs(folded).max(axis=0)
         # an output without weights is its offset alone: a grid fine enough to hold it
         scale = np.where(max_abs > 0, max_abs / levels, np.where(offset != 0, np.abs(offset) / 2.0**30, 1.0))
@@ -140,17 +175,7 @@ class QuantizedGemm(QuantizedOp):
         scale = np.maximum(scale, np.abs(offset) / 2.0**52)
         if self.max_accumulator_bits is not None:
             scale = self._fit_accumulator(folded, d_lo, d_hi, scale)
-        self.weight_q = np.rint(folded / scale).astype(np.int64)
-        # bias correction: the rounded weights shift the mean score by (mean code - c) @ error,
-        # since typical inputs sit far from the middle of their range; remove that shift
-        codes = np.clip(np.rint(x.reshape(-1, n_in) / spec.scale) + spec.zero_point, q_lo, q_hi)
-        estimate = ((codes - center) @ self.weight_q) * scale + offset
-        offset = offset + np.mean(float_output.reshape(-1, self.weight.shape[1]) - estimate, axis=0)
-        self.input_offset = center
-        self.centered_range = (d_lo, d_hi)
-        self.product_range = _interval_matmul(d_lo, d_hi, self.weight_q)
-        lo, hi = self.product_range
-        return TensorSpec(scale, -np.rint(offset / scale).astype(np.int64), lo, hi)
+        return scale
 
     def _calibrate_on_known_grid(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         """The learned integer weights as they are: output scale = input scale × weight
