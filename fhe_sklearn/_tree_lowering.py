@@ -45,6 +45,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
+from .quantization.rank import ThresholdRankQuantizer
 from .quantization.unary import UnaryDigitQuantizer
 
 
@@ -179,6 +180,10 @@ class _Splits:
 
 
 QUANTIZATION_MODES = ("uniform", "splits")
+#: what the client sends: "rank" one integer per compared feature (its rank among the
+#: feature's thresholds, which the client then knows), "unary" 9 or 14 bits per feature
+#: (the thresholds stay on the server); see :mod:`~fhe_sklearn.quantization.rank`
+INPUT_ENCODINGS = ("rank", "unary")
 
 
 def lower_trees(
@@ -188,6 +193,7 @@ def lower_trees(
     n_bits_inputs: int,
     n_bits_leaves: int,
     quantization: str = "uniform",
+    input_encoding: str = "rank",
 ) -> QuantizedModule:
     """Build and calibrate the QuantizedModule of a sum of ``trees`` (see module docstring).
 
@@ -200,11 +206,13 @@ def lower_trees(
         quantizer = threshold_bin_quantizer(trees, X.shape[1], n_bits_inputs)
     else:
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    if input_encoding not in INPUT_ENCODINGS:
+        raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
     circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
     leaf_quantizers, multipliers, leaf_scale = _leaf_quantizers(trees, n_bits_leaves)
     for tree, leaf_q, m in zip(trees, leaf_quantizers, multipliers):
         circuit.add_tree(tree, leaf_q, m)
-    return circuit.build(X, leaf_scale)
+    return circuit.build(X, leaf_scale, input_encoding)
 
 
 @dataclass(frozen=True)
@@ -268,7 +276,7 @@ class _TreeCircuit:
                 if not tree.is_leaf(child):
                     stack.append((child, [*path, _Decision(split, const, went_left)]))
 
-    def build(self, X: np.ndarray, leaf_scale: float) -> QuantizedModule:
+    def build(self, X: np.ndarray, leaf_scale: float, input_encoding: str = "rank") -> QuantizedModule:
         features, thresholds = self.splits.thresholds()
         used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
         renumber = {old: new for new, old in enumerate(used)}
@@ -295,11 +303,18 @@ class _TreeCircuit:
             tables[s, 2 * depth + 1], tables[s, 2 * depth] = slot.q_left, slot.q_right
             to_output[s, slot.column] = slot.multiplier
         builder = GraphBuilder()
-        quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
-        builder.input(quantizer)
         lookup_bits = LOOKUP_BITS if single else None
         comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
-        builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
+        if input_encoding == "rank":
+            compared = np.unique(features)
+            cuts = [np.unique(thresholds[features == f]) for f in compared]
+            quantizer = ThresholdRankQuantizer(self.splits.quantizer, compared, cuts)
+            builder.input(quantizer)
+            builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)
+        else:
+            quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
+            builder.input(quantizer)
+            builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
         bits = ["splits"]
         for level, reaches in enumerate(forms.levels(), start=1):
             weight, bias = forms.matrix([forms.sums[r] for r in reaches], len(features), below=level)

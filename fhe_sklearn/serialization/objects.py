@@ -23,6 +23,7 @@ from ..quantization.base_op import QuantizedOp, TensorSpec
 from ..quantization.bins import ThresholdBinQuantizer
 from ..quantization.module import QuantizedModule
 from ..quantization.quantizers import UniformQuantizer
+from ..quantization.rank import ThresholdRankQuantizer
 from ..quantization.unary import UnaryDigitQuantizer
 from .allowed import object_name, quantization_classes
 from .values import Decoder, encode, fail
@@ -32,7 +33,7 @@ MAX_GRAPH_ARRAY_DIMS = 2
 #: elements of one sample of a module input (the check runs the graph on two such rows)
 MAX_INPUT_ELEMENTS = 2**18
 #: what a module input may be quantized with
-QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer)
+QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer, ThresholdRankQuantizer)
 #: rows the check runs the graph on: the two extremes of the input range and random ones
 CHECK_ROWS = 18
 

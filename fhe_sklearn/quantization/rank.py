@@ -1,0 +1,120 @@
+"""Threshold-rank input encoding: one small integer per feature a tree model reads.
+
+Every encrypted integer costs the client the same upload (24 bytes, compressed, whatever its
+width, plus 264 bytes per tensor: measured with concrete-python 2.10), so the bytes of a
+query are set by the count of integers, not their width. A tree ensemble compares feature
+``f``'s integer ``q`` (on the base grid) with a few distinct integer thresholds
+``k_0 < ... < k_m`` only; the client sends their rank instead,
+
+    r = #{j : k_j < q}   so that   q <= k_j  ⇔  r <= j,
+
+one integer in ``[0, m]`` per feature some split reads (the others are not sent), and each
+comparison is one lookup on ``log2(m + 1)`` bits. The rank reveals the split points of the
+model on the base grid to the client, which quantizes; the unary layout
+(:mod:`~fhe_sklearn.quantization.unary`) keeps them private at 9 to 14 integers per feature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from concrete import fhe
+
+from .base_op import QuantizedOp, TensorSpec
+from .quantizers import QuantizationOptions, _QuantizerIntrospection, as_integers, integer_bit_width
+from .registry import register_op
+
+
+class ThresholdRankQuantizer(_QuantizerIntrospection):
+    """Quantize with ``base`` (per-feature integers), then send, for each of ``features``, the
+    rank of its integer among that feature's ``cuts`` (sorted distinct integer thresholds):
+    ``quant`` returns ``(n_samples, len(features))`` integers in ``[0, max len(cuts)]``.
+
+    Parameters
+    ----------
+    base : quantizer
+        The features' grid (``UniformQuantizer`` or ``ThresholdBinQuantizer``).
+    features : array of int
+        The features the model compares, in the order they are sent.
+    cuts : list of arrays of int
+        ``q[features[i]] <= cuts[i][j]`` is a comparison of the model, for every j.
+    """
+
+    def __init__(self, base: Any, features: Any, cuts: list[Any]) -> None:
+        self.base = base
+        self.features = as_integers(features, "features").reshape(-1)
+        self.cuts = [as_integers(c, "cuts").reshape(-1) for c in cuts]
+        if len(self.cuts) != len(self.features) or not len(self.features):
+            raise ValueError(f"one list of cuts per feature: {len(self.features)} features, {len(self.cuts)} lists")
+        if any(c.size == 0 or np.any(np.diff(c) <= 0) for c in self.cuts):
+            raise ValueError("each feature's cuts must be a non-empty increasing sequence")
+        self.options = QuantizationOptions(integer_bit_width(0, max(len(c) for c in self.cuts)))
+        self.scale = 1.0
+        self.zero_point = 0
+
+    def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample shape of the encoded input: one integer per compared feature."""
+        return (len(self.features),)
+
+    def encode(self, q: np.ndarray) -> np.ndarray:
+        """Base integers (n_samples, n_features) → ranks (n_samples, len(features))."""
+        q = np.asarray(q, dtype=np.int64)
+        ranks = [np.searchsorted(c, q[:, f], side="left") for f, c in zip(self.features, self.cuts)]
+        return np.column_stack(ranks).astype(np.int64)
+
+    def quant(self, values: Any) -> np.ndarray:
+        """Float rows (n_samples, n_features) → ranks (n_samples, len(features))."""
+        return self.encode(self.base.quant(values))
+
+    def comparison(self, feature: int, k: int) -> tuple[int, int]:
+        """``q[feature] <= k`` ⇔ ``ranks[:, column] <= j``: (column, j)."""
+        column = int(np.flatnonzero(self.features == feature)[0])
+        return column, int(np.searchsorted(self.cuts[column], k))
+
+
+@register_op
+class QuantizedRankComparison(QuantizedOp):
+    """``q[features[i]] <= ks[i]`` for every i on the ranks of :class:`ThresholdRankQuantizer`:
+    one lookup per comparison, on ``lookup_bits`` (at least the ranks' width; wider to share
+    the precision of the circuit's other lookups). The module's first op (as
+    :class:`~fhe_sklearn.quantization.unary.QuantizedUnaryComparison`)."""
+
+    op_type = "RankComparison"
+
+    def __init__(
+        self,
+        name: str,
+        quantizer: ThresholdRankQuantizer,
+        features: Any,
+        ks: Any,
+        lookup_bits: int = 2,
+        *,
+        inputs: list[str] | None = None,
+    ) -> None:
+        super().__init__(name, inputs=inputs)
+        self.quantizer = quantizer
+        self.lookup_bits = max(2, quantizer.n_bits, int(lookup_bits))
+        self.features = as_integers(features, "features").reshape(-1)
+        self.ks = as_integers(ks, "ks").reshape(-1)
+        pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
+        self.columns = np.array([c for c, _ in pairs], dtype=np.int64)
+        self.ranks = np.array([j for _, j in pairs], dtype=np.int64)
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        return (self.quantizer.base.quant(x)[:, self.features] <= self.ks).astype(np.float64)
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        n = len(self.ks)
+        return TensorSpec(1.0, 0, np.zeros(n), np.ones(n))
+
+    def q_impl(self, r: Any) -> Any:
+        ranks = self.ranks
+
+        def holds(v: Any) -> Any:
+            return (v <= ranks).astype(np.int64)
+
+        picked = r[:, self.columns]
+        if isinstance(picked, fhe.tracing.Tracer):
+            return fhe.univariate(holds)(fhe.hint(picked, bit_width=self.lookup_bits))
+        return holds(picked)
