@@ -43,6 +43,14 @@ CASES: list[tuple[str, str, dict, str, str | None]] = [
         "rf",
     ),
     ("XGBRegressor 20x3", "XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", "xgb"),
+    (
+        "RF 20x4 digits",
+        "RandomForestClassifier",
+        {"n_estimators": 20, "max_depth": 4, "random_state": 0},
+        "digits",
+        "rf",
+    ),
+    ("RF 20x4 wine", "RandomForestClassifier", {"n_estimators": 20, "max_depth": 4, "random_state": 0}, "wine", "rf"),
     ("NeuralNet (README)", "NeuralNetClassifier", {"random_state": 0}, "breast_cancer", None),
 ]
 TREE_N_BITS = 6
@@ -168,7 +176,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         "",
         "| case | float | disable | simulate | sim == dis | exec == sim | PBS | max bits | precisions "
         "| complexity (ref, ratio) | keys MB (ref) | keygen s (ref) | execute s/row (ref, ratio) "
-        "| input B (ref) | output B | peak MB |",
+        "| input B (ref) | output B (ref) | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -188,7 +196,7 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"| {r['keygen_s']:.1f} ({_fmt(ref.get('keygen_s'), '.1f')}) "
             f"| {_fmt(r['execute_s_per_row'], '.3f')} ({_fmt(ref.get('execute_s_per_row'), '.2f')}, "
             f"{_fmt(ex_ratio, '.2f')}x) | {r['input_bytes']} ({_fmt(ref.get('input_bytes'), 'd')}) "
-            f"| {r['output_bytes']} | {r['peak_memory_mb']:.0f} |"
+            f"| {r['output_bytes']} ({_fmt(ref.get('output_bytes'), 'd')}) | {r['peak_memory_mb']:.0f} |"
         )
     refs = [r for r in rows if r.get("reference")]
     if refs:
