@@ -167,7 +167,7 @@ def test_gridsearch_pandas_and_from_sklearn_model(cancer):
         DecisionTreeClassifier(max_depth=3, n_bits=2, random_state=0), X_train, y_train, cv=3
     ).mean()
     assert search.cv_results_["mean_test_score"][0] == pytest.approx(by_hand)
-    grid = search.best_estimator_.quantized_module_.input_quantizer.base  # under the unary-digit encoding
+    grid = search.best_estimator_.quantized_module_.input_quantizer.base  # under the threshold-rank encoding
     assert grid.options.n_bits == search.best_params_["n_bits"]
     columns = [f"c{i}" for i in range(X_train.shape[1])]
     frame_train, frame_test = pd.DataFrame(X_train, columns=columns), pd.DataFrame(X_test, columns=columns)
