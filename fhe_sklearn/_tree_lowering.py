@@ -45,7 +45,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
-from .quantization.rank import ThresholdRankQuantizer
+from .quantization.rank import rank_quantizer
 from .quantization.unary import UnaryDigitQuantizer
 
 
@@ -307,9 +307,8 @@ class _TreeCircuit:
         lookup_bits = LOOKUP_BITS if single else None
         comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
         if input_encoding == "rank":
-            compared = np.unique(features)
-            cuts = [np.unique(thresholds[features == f]) for f in compared]
-            quantizer = ThresholdRankQuantizer(self.splits.quantizer, compared, cuts)
+            # at most one integer per feature of the row: the upload of Concrete ML's query
+            quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=X.shape[1])
             builder.input(quantizer)
             builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)
         else:

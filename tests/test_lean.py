@@ -10,15 +10,16 @@ import fhe_sklearn
 from benchmarks.run import load
 from fhe_sklearn.quantization import QuantizationOptions, ThresholdRankQuantizer, UnaryDigitQuantizer, UniformQuantizer
 from fhe_sklearn.quantization.compile_options import default_configuration
+from fhe_sklearn.quantization.rank import rank_quantizer
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity, integers sent
 # per row, comparison bits): what benchmarks/results/lean.md reports (1.00-1.01x); the issue's
-# ceiling is 0.2x Concrete ML's (DT 1.43e9, XGB 1.31e10, RF 2.86e10). The tree (22 lookups):
-# one 3-bit precision; the ensembles (over 100 lookups): comparisons on the ranks' width and
-# leaf lookups, two precisions. One integer per compared feature (inputs of 264 + 24 per
-# integer bytes); the unary layout sends 9 bits per feature of the whole row.
+# ceiling is 0.2x Concrete ML's (DT 1.43e9, XGB 1.31e10, RF 2.86e10). The client sends at most
+# one integer per feature (inputs of 264 + 24 bytes per integer): the tree's 13 comparisons
+# as bits (no comparison lookup), the ensembles' ranks among groups of thresholds, whose
+# width the comparisons read; the unary layout sends 9 bits per feature of the whole row.
 TREE_CASES = [
-    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 1.47e9, 12, 3),
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 6.0e8, 13, 1),
     (
         "DecisionTreeClassifier",
         {"max_depth": 5, "random_state": 0, "input_encoding": "unary"},
@@ -29,7 +30,7 @@ TREE_CASES = [
         9 * 30,
         3,
     ),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 2, 1.48e10, 20, 4),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 1, 1.49e10, 23, 3),
     (
         "RandomForestClassifier",
         {"n_estimators": 20, "max_depth": 4, "random_state": 0},
@@ -87,9 +88,11 @@ def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, co
     # one lookup per comparison, per leaf lookup and per reach bit
     ops = {op.name: op for op in model.quantized_module_.ops}
     lookups = [op for op in ops.values() if op.op_type == "TableLookup"]
-    assert circuit.programmable_bootstrap_count == len(ops["splits"].ks) + sum(len(op.tables) for op in lookups)
+    sent = model.quantized_module_.input_quantizer
+    comparisons = 0 if sent.n_bits == 1 else len(ops["splits"].ks)  # bits: read without lookup
+    assert circuit.programmable_bootstrap_count == comparisons + sum(len(op.tables) for op in lookups)
     assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, n_sent)
-    assert ops["splits"].lookup_bits == comparison_bits
+    assert sent.n_bits == comparison_bits
 
 
 def test_threshold_ranks_compare_exactly():
@@ -107,6 +110,15 @@ def test_threshold_ranks_compare_exactly():
             np.testing.assert_array_equal(ranks[:, column] <= j, q[:, feature] <= k)
     with pytest.raises(ValueError, match="increasing"):
         ThresholdRankQuantizer(base, [0], [np.array([3, 3])])
+    # grouped: the narrowest ranks within the budget of integers per row
+    features, ks = np.repeat([0, 1], [7, 2]), np.array([1, 5, 9, 13, 20, 30, 40, 8, 50])
+    for budget, n_bits, n_sent in [(9, 1, 9), (4, 2, 4), (3, 3, 2), (1, 3, 2)]:
+        grouped = rank_quantizer(base, features, ks, max_integers=budget)
+        assert (grouped.n_bits, len(grouped.features)) == (n_bits, n_sent)
+        ranks = grouped.quant(q[:, :2].astype(np.float64))
+        for f, k in zip(features, ks):
+            column, j = grouped.comparison(int(f), int(k))
+            np.testing.assert_array_equal(ranks[:, column] <= j, q[:, f] <= k)
 
 
 def test_many_classes_look_up_the_reached_leaf():

@@ -9,7 +9,8 @@ query are set by the count of integers, not their width. A tree ensemble compare
     r = #{j : k_j < q}   so that   q <= k_j  ⇔  r <= j,
 
 one integer in ``[0, m]`` per feature some split reads (the others are not sent), and each
-comparison is one lookup on ``log2(m + 1)`` bits. The rank reveals the split points of the
+comparison is one lookup on ``log2(m + 1)`` bits. A feature with many thresholds may be sent
+as the ranks among groups of them, each narrower (see :func:`rank_quantizer`). The rank reveals the split points of the
 model on the base grid to the client, which quantizes; the unary layout
 (:mod:`~fhe_sklearn.quantization.unary`) keeps them private at 9 to 14 integers per feature.
 """
@@ -27,18 +28,23 @@ from .registry import register_op
 
 
 class ThresholdRankQuantizer(_QuantizerIntrospection):
-    """Quantize with ``base`` (per-feature integers), then send, for each of ``features``, the
-    rank of its integer among that feature's ``cuts`` (sorted distinct integer thresholds):
+    """Quantize with ``base`` (per-feature integers), then send, for each column, the rank of
+    feature ``features[i]``'s integer among ``cuts[i]`` (sorted distinct integer thresholds):
     ``quant`` returns ``(n_samples, len(features))`` integers in ``[0, max len(cuts)]``.
+
+    A feature may fill several columns, each with a group of its thresholds: ranks in
+    smaller groups are narrower integers, so cheaper lookups (one cut per column: a bit the
+    circuit reads without any lookup).
 
     Parameters
     ----------
     base : quantizer
         The features' grid (``UniformQuantizer`` or ``ThresholdBinQuantizer``).
     features : array of int
-        The features the model compares, in the order they are sent.
+        The feature of each column, in the order they are sent.
     cuts : list of arrays of int
-        ``q[features[i]] <= cuts[i][j]`` is a comparison of the model, for every j.
+        ``q[features[i]] <= cuts[i][j]`` is a comparison of the model, for every j; a
+        feature's groups are disjoint.
     """
 
     def __init__(self, base: Any, features: Any, cuts: list[Any]) -> None:
@@ -68,9 +74,12 @@ class ThresholdRankQuantizer(_QuantizerIntrospection):
         return self.encode(self.base.quant(values))
 
     def comparison(self, feature: int, k: int) -> tuple[int, int]:
-        """``q[feature] <= k`` ⇔ ``ranks[:, column] <= j``: (column, j)."""
-        column = int(np.flatnonzero(self.features == feature)[0])
-        return column, int(np.searchsorted(self.cuts[column], k))
+        """``q[feature] <= k`` ⇔ ``ranks[:, column] <= j``, for a cut k of ``feature``: (column, j)."""
+        for column in np.flatnonzero(self.features == feature):
+            j = int(np.searchsorted(self.cuts[column], k))
+            if j < len(self.cuts[column]) and self.cuts[column][j] == k:
+                return int(column), j
+        raise ValueError(f"{k} is not a cut of feature {feature}")
 
 
 @register_op
@@ -115,6 +124,28 @@ class QuantizedRankComparison(QuantizedOp):
             return (v <= ranks).astype(np.int64)
 
         picked = r[:, self.columns]
+        if self.quantizer.n_bits == 1:  # one cut per column (ranks 0 or 1): no lookup
+            return 1 - picked
         if isinstance(picked, fhe.tracing.Tracer):
             return fhe.univariate(holds)(fhe.hint(picked, bit_width=self.lookup_bits))
         return holds(picked)
+
+
+def rank_quantizer(base: Any, features: np.ndarray, ks: np.ndarray, max_integers: int) -> ThresholdRankQuantizer:
+    """The ranks of the comparisons ``q[features[i]] <= ks[i]``, in groups of at most
+    ``2**b - 1`` thresholds for the smallest ``b`` that sends at most ``max_integers``
+    integers per row (one integer per feature of the model with ``max_integers =
+    n_features``, as Concrete ML sends): the narrowest lookups the upload allows. With at
+    most ``max_integers`` distinct comparisons, each is a bit sent as is (no lookup)."""
+    features, ks = np.asarray(features, dtype=np.int64), np.asarray(ks, dtype=np.int64)
+    by_feature = {int(f): np.unique(ks[features == f]) for f in np.unique(features)}
+    for bits in range(1, 17):
+        size = 2**bits - 1
+        if sum(-(-len(c) // size) for c in by_feature.values()) <= max(max_integers, len(by_feature)):
+            break
+    columns, groups = [], []
+    for feature, cuts in by_feature.items():
+        for group in np.array_split(cuts, -(-len(cuts) // size)):
+            columns.append(feature)
+            groups.append(group)
+    return ThresholdRankQuantizer(base, columns, groups)
