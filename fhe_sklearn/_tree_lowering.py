@@ -3,14 +3,18 @@
 Circuit, for all trees of a model at once:
 
 1. ``splits``: one comparison TLU per distinct (feature, integer threshold) over all trees,
-   on the unary digits the client sends (:mod:`~fhe_sklearn.quantization.unary`);
+   on what the client sends: by default the ranks of the compared features among their
+   thresholds, at most one integer per feature (:mod:`~fhe_sklearn.quantization.rank`; one
+   threshold per rank: bits, no TLU), or unary digits (:mod:`~fhe_sklearn.quantization.unary`);
    thresholds that every quantized input satisfies (or none does) are constants, not TLUs;
 2. ``paths``: for every internal node ``p`` with a leaf child, the integer
    ``v = 2 * (number of terms that hold on the path to p) + bit(p)``, a matrix product of the
    split bits (no PBS), where the terms are p's ancestors' agreements with that path;
 3. ``leaves``: one TLU per such node and output column: ``v = 2*terms + 1`` means the left
    leaf is reached, ``2*terms`` the right one; the table returns that leaf's quantized value
-   (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU;
+   (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU.
+   With many output columns, one TLU per leaf child returns whether it is reached instead,
+   and the leaf's values become weights of ``tree_sum``;
 4. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
    leaf scale as an integer multiple of the finest one.
 
@@ -18,16 +22,16 @@ Two layouts, by the number of lookups, since concrete's runtime converts every b
 key (one per PBS precision) to the Fourier domain on every call (~55 ms each, measured):
 
 - up to ``SINGLE_PRECISION_MAX_LOOKUPS`` (a single tree, small ensembles): every lookup
-  reads 3 bits, one precision. The client sends 3 digits per feature (3-bit comparisons);
-  a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
+  reads 3 bits, one precision (3 unary digits per feature; ranks wider than 3 bits: their
+  width for the comparisons); a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
   ``reach`` bit of an ancestor (one shared lookup ``[its path's agreements all hold]``).
   A depth-5 tree: 22 PBS, keys 39 → 18 MB, execution 0.46 → 0.33 s;
-- beyond, the per-PBS price dominates: 2-digit comparisons on 2 bits (the cheapest
-  parameters) and leaf lookups at their natural width (``log2(2 * depth + 2)`` bits), two
-  precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
+- beyond, the per-PBS price dominates: comparisons on the ranks' width (2-digit unary ones
+  on 2 bits, the cheapest parameters) and leaf lookups at their natural width
+  (``log2(2 * depth + 2)`` bits), two precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
 
 So a prediction costs (distinct splits + nodes with a leaf child + reach lookups) PBS, and
-no lookup reads more than the leaves' few bits however wide the inputs are.
+no lookup reads more than the ranks' or the leaves' few bits however wide the inputs are.
 """
 
 from __future__ import annotations
