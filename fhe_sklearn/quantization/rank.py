@@ -55,7 +55,10 @@ class ThresholdRankQuantizer(_QuantizerIntrospection):
             raise ValueError(f"one list of cuts per feature: {len(self.features)} features, {len(self.cuts)} lists")
         if any(c.size == 0 or np.any(np.diff(c) <= 0) for c in self.cuts):
             raise ValueError("each feature's cuts must be a non-empty increasing sequence")
-        self.options = QuantizationOptions(integer_bit_width(0, max(len(c) for c in self.cuts)))
+        #: the largest rank of each column (its number of cuts): the circuit is built for
+        #: these bounds, and refuses larger ranks
+        self.column_max = np.array([len(c) for c in self.cuts], dtype=np.int64)
+        self.options = QuantizationOptions(integer_bit_width(0, int(self.column_max.max())))
         self.scale = 1.0
         self.zero_point = 0
 
@@ -123,29 +126,40 @@ class QuantizedRankComparison(QuantizedOp):
         def holds(v: Any) -> Any:
             return (v <= ranks).astype(np.int64)
 
-        picked = r[:, self.columns]
-        if self.quantizer.n_bits == 1:  # one cut per column (ranks 0 or 1): no lookup
-            return 1 - picked
-        if isinstance(picked, fhe.tracing.Tracer):
-            return fhe.univariate(holds)(fhe.hint(picked, bit_width=self.lookup_bits))
-        return holds(picked)
+        if not isinstance(r, fhe.tracing.Tracer):
+            return holds(r[:, self.columns])
+        # a column of one cut holds a rank 0 or 1: its comparison is 1 - rank, no lookup
+        single = np.array([len(self.quantizer.cuts[c]) == 1 for c in self.columns])
+        if single.all():
+            return 1 - r[:, self.columns]
+        ranks = ranks[~single]
+        looked_up = fhe.univariate(holds)(fhe.hint(r[:, self.columns[~single]], bit_width=self.lookup_bits))
+        if not single.any():
+            return looked_up
+        order = np.argsort(np.concatenate([np.flatnonzero(single), np.flatnonzero(~single)]), kind="stable")
+        return np.concatenate((1 - r[:, self.columns[single]], looked_up), axis=1)[:, order]
 
 
 def rank_quantizer(base: Any, features: np.ndarray, ks: np.ndarray, max_integers: int) -> ThresholdRankQuantizer:
     """The ranks of the comparisons ``q[features[i]] <= ks[i]``, in groups of at most
     ``2**b - 1`` thresholds for the smallest ``b`` that sends at most ``max_integers``
     integers per row (one integer per feature of the model with ``max_integers =
-    n_features``, as Concrete ML sends): the narrowest lookups the upload allows. With at
-    most ``max_integers`` distinct comparisons, each is a bit sent as is (no lookup)."""
+    n_features``, as Concrete ML sends): the narrowest lookups the upload allows. The
+    integers left over each take one threshold off the smallest groups: a group of one is a
+    bit the circuit reads without a lookup (all of them with at most ``max_integers``
+    distinct comparisons)."""
     features, ks = np.asarray(features, dtype=np.int64), np.asarray(ks, dtype=np.int64)
     by_feature = {int(f): np.unique(ks[features == f]) for f in np.unique(features)}
     for bits in range(1, 17):
         size = 2**bits - 1
         if sum(-(-len(c) // size) for c in by_feature.values()) <= max(max_integers, len(by_feature)):
             break
-    columns, groups = [], []
-    for feature, cuts in by_feature.items():
-        for group in np.array_split(cuts, -(-len(cuts) // size)):
-            columns.append(feature)
-            groups.append(group)
-    return ThresholdRankQuantizer(base, columns, groups)
+    groups = [(f, list(g)) for f, cuts in by_feature.items() for g in np.array_split(cuts, -(-len(cuts) // size))]
+    # spare integers: single cuts peeled off the smallest groups, each then read without lookup
+    for _ in range(max(max_integers - len(groups), 0)):
+        shared = [i for i, (_, g) in enumerate(groups) if len(g) > 1]
+        if not shared:
+            break
+        i = min(shared, key=lambda i: len(groups[i][1]))
+        groups.append((groups[i][0], [groups[i][1].pop()]))
+    return ThresholdRankQuantizer(base, [f for f, _ in groups], [np.array(g) for _, g in groups])

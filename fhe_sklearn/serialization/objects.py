@@ -207,15 +207,19 @@ def _check_runs(module: QuantizedModule, path: str) -> None:
     rng = np.random.default_rng(0)
     # an encoding quantizer (unary digits) sends more integers than the features
     shapes = [getattr(q, "encoded_shape", lambda s: s)(s) for q, s in zip(module.input_quantizers, module.input_shapes)]
+    # tree ranks bound each column tighter (column_max)
+    highs = [
+        np.broadcast_to(getattr(q, "column_max", q.options.qmax), s) for q, s in zip(module.input_quantizers, shapes)
+    ]
     rows = [
         np.concatenate(
             [
                 np.full((1, *shape), q.options.qmin),
-                np.full((1, *shape), q.options.qmax),
-                rng.integers(q.options.qmin, q.options.qmax, size=(CHECK_ROWS - 2, *shape), endpoint=True),
+                high[None],
+                rng.integers(q.options.qmin, high, size=(CHECK_ROWS - 2, *shape), endpoint=True),
             ]
         )
-        for q, shape in zip(module.input_quantizers, shapes)
+        for q, shape, high in zip(module.input_quantizers, shapes, highs)
     ]
     values = dict(zip(module.input_names, rows))
     for index, op in enumerate(module.ops):
