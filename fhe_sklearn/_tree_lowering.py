@@ -49,7 +49,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
-from .quantization.rank import rank_quantizer
+from .quantization.rank import merge_close_cuts, rank_quantizer
 from .quantization.unary import UnaryDigitQuantizer
 
 
@@ -312,6 +312,8 @@ class _TreeCircuit:
         comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
         if input_encoding == "rank":
             # at most one integer per feature of the row: the upload of Concrete ML's query
+            thresholds = merge_close_cuts(features, thresholds, max_integers=X.shape[1])
+            comparisons["ks"] = thresholds
             quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=X.shape[1])
             builder.input(quantizer)
             builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)

@@ -10,7 +10,7 @@ import fhe_sklearn
 from benchmarks.run import load
 from fhe_sklearn.quantization import QuantizationOptions, ThresholdRankQuantizer, UnaryDigitQuantizer, UniformQuantizer
 from fhe_sklearn.quantization.compile_options import default_configuration
-from fhe_sklearn.quantization.rank import rank_quantizer
+from fhe_sklearn.quantization.rank import merge_close_cuts, rank_quantizer
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity, integers sent
 # per row, comparison bits): what benchmarks/results/lean.md reports (1.00-1.01x); the issue's
@@ -37,11 +37,11 @@ TREE_CASES = [
         "breast_cancer",
         11,
         2,
-        2.74e10,
+        2.72e10,
         30,
         4,
     ),
-    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 2.91e10, 10, 5),
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 1.63e10, 10, 4),
 ]
 
 
@@ -124,6 +124,11 @@ def test_threshold_ranks_compare_exactly():
         for f, k in zip(features, ks):
             column, j = grouped.comparison(int(f), int(k))
             np.testing.assert_array_equal(ranks[:, column] <= j, q[:, f] <= k)
+    # 17 thresholds on one feature sent as one integer: the two closest pairs merge (4 bits)
+    ks = np.array([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 29, 40, 41])[:17]
+    merged = merge_close_cuts(np.zeros(17, dtype=np.int64), ks, max_integers=1)
+    assert len(np.unique(merged)) == 15 and set(ks) - set(merged) == {28, 0}
+    np.testing.assert_array_equal(merge_close_cuts(np.zeros(17, dtype=np.int64), ks, max_integers=2), ks)
 
 
 def test_many_classes_look_up_the_reached_leaf():
