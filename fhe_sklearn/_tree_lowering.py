@@ -311,9 +311,11 @@ class _TreeCircuit:
         lookup_bits = LOOKUP_BITS if single else None
         comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
         if input_encoding == "rank":
-            # at most one integer per feature of the row: the upload of Concrete ML's query
-            thresholds = merge_close_cuts(features, thresholds, max_integers=X.shape[1])
-            comparisons["ks"] = thresholds
+            # at most one integer per feature of the row: the upload of Concrete ML's query;
+            # split bins promise the float model's exact paths, so keep their ranks whole
+            if isinstance(self.splits.quantizer, UniformQuantizer):
+                thresholds = merge_close_cuts(features, thresholds, max_integers=X.shape[1])
+                comparisons["ks"] = thresholds
             quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=X.shape[1])
             builder.input(quantizer)
             builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)

@@ -117,7 +117,7 @@ def test_threshold_ranks_compare_exactly():
         ThresholdRankQuantizer(base, [0], [np.array([3, 3])])
     # grouped: the narrowest ranks within the budget of integers per row
     features, ks = np.repeat([0, 1], [7, 2]), np.array([1, 5, 9, 13, 20, 30, 40, 8, 50])
-    for budget, n_bits, n_sent in [(9, 1, 9), (4, 2, 4), (3, 3, 2), (1, 3, 2)]:
+    for budget, n_bits, n_sent in [(9, 1, 9), (4, 2, 4), (3, 3, 3), (1, 3, 2)]:
         grouped = rank_quantizer(base, features, ks, max_integers=budget)
         assert (grouped.n_bits, len(grouped.features)) == (n_bits, n_sent)
         ranks = grouped.quant(q[:, :2].astype(np.float64))
