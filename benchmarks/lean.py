@@ -44,6 +44,14 @@ CASES: list[tuple[str, str, dict, str, str | None]] = [
         "rf",
     ),
     ("XGBRegressor 20x3", "XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", "xgb"),
+    (
+        "RF 20x4 digits",
+        "RandomForestClassifier",
+        {"n_estimators": 20, "max_depth": 4, "random_state": 0},
+        "digits",
+        "rf",
+    ),
+    ("RF 20x4 wine", "RandomForestClassifier", {"n_estimators": 20, "max_depth": 4, "random_state": 0}, "wine", "rf"),
     ("NeuralNet (README)", "NeuralNetClassifier", {"random_state": 0}, "breast_cancer", None),
 ]
 TREE_N_BITS = 6
@@ -158,12 +166,13 @@ def _fmt(value: Any, spec: str) -> str:
 
 def markdown(rows: list[dict], info: dict) -> str:
     lines = [
-        "# Lean circuits (issue 13)",
+        "# Lean circuits (issues 13, 28)",
         "",
         f"Machine: {info['machine']}; {info['date']}. One run, one case at a time, each in its own "
         "process. Datasets standardized, test_size=0.2, random_state=0; trees n_bits=6. Scores on the "
         "whole test set (accuracy, R² for the regressor). Execute: mean seconds per encrypted row "
         f"over {info['n_execute']} rows after a warm-up row. Keys: serialized evaluation keys. "
+        "Input/output B: one encrypted row as serialized (compressed inputs). "
         "`ref` columns: Concrete ML 1.9 on the same case"
         + (" in the same run." if info["reference"] else " (issue's figures: it did not run here)."),
         "",

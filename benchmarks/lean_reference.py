@@ -104,7 +104,7 @@ def main(spec: dict) -> dict:
     keygen_s = time.perf_counter() - start
     x_q = model.quantize_input(X_test[:1])
     encrypted = circuit.encrypt(x_q)
-    circuit.run(encrypted)  # warm-up, as for fhe_sklearn
+    output = circuit.run(encrypted)  # warm-up, as for fhe_sklearn
     n = spec["n_execute"]
     start = time.perf_counter()
     model.predict(X_test[1 : 1 + n], fhe="execute")
@@ -119,6 +119,7 @@ def main(spec: dict) -> dict:
         "keygen_s": keygen_s,
         "execute_s_per_row": execute_s,
         "input_bytes": len(encrypted.serialize()),
+        "output_bytes": len(output.serialize()),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

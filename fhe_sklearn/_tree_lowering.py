@@ -3,14 +3,18 @@
 Circuit, for all trees of a model at once:
 
 1. ``splits``: one comparison TLU per distinct (feature, integer threshold) over all trees,
-   on the unary digits the client sends (:mod:`~fhe_sklearn.quantization.unary`);
+   on what the client sends: by default the ranks of the compared features among their
+   thresholds, at most one integer per feature (:mod:`~fhe_sklearn.quantization.rank`; one
+   threshold per rank: bits, no TLU), or unary digits (:mod:`~fhe_sklearn.quantization.unary`);
    thresholds that every quantized input satisfies (or none does) are constants, not TLUs;
 2. ``paths``: for every internal node ``p`` with a leaf child, the integer
    ``v = 2 * (number of terms that hold on the path to p) + bit(p)``, a matrix product of the
    split bits (no PBS), where the terms are p's ancestors' agreements with that path;
 3. ``leaves``: one TLU per such node and output column: ``v = 2*terms + 1`` means the left
    leaf is reached, ``2*terms`` the right one; the table returns that leaf's quantized value
-   (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU;
+   (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU.
+   With many output columns, one TLU per leaf child returns whether it is reached instead,
+   and the leaf's values become weights of ``tree_sum``;
 4. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
    leaf scale as an integer multiple of the finest one.
 
@@ -18,16 +22,16 @@ Two layouts, by the number of lookups, since concrete's runtime converts every b
 key (one per PBS precision) to the Fourier domain on every call (~55 ms each, measured):
 
 - up to ``SINGLE_PRECISION_MAX_LOOKUPS`` (a single tree, small ensembles): every lookup
-  reads 3 bits, one precision. The client sends 3 digits per feature (3-bit comparisons);
-  a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
+  reads 3 bits, one precision (3 unary digits per feature; ranks wider than 3 bits: their
+  width for the comparisons); a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
   ``reach`` bit of an ancestor (one shared lookup ``[its path's agreements all hold]``).
   A depth-5 tree: 22 PBS, keys 39 → 18 MB, execution 0.46 → 0.33 s;
-- beyond, the per-PBS price dominates: 2-digit comparisons on 2 bits (the cheapest
-  parameters) and leaf lookups at their natural width (``log2(2 * depth + 2)`` bits), two
-  precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
+- beyond, the per-PBS price dominates: comparisons on the ranks' width (2-digit unary ones
+  on 2 bits, the cheapest parameters) and leaf lookups at their natural width
+  (``log2(2 * depth + 2)`` bits), two precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
 
 So a prediction costs (distinct splits + nodes with a leaf child + reach lookups) PBS, and
-no lookup reads more than the leaves' few bits however wide the inputs are.
+no lookup reads more than the ranks' or the leaves' few bits however wide the inputs are.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
+from .quantization.rank import merge_close_cuts, rank_quantizer
 from .quantization.unary import UnaryDigitQuantizer
 
 
@@ -179,6 +184,10 @@ class _Splits:
 
 
 QUANTIZATION_MODES = ("uniform", "splits")
+#: what the client sends: "rank" one integer per compared feature (its rank among the
+#: feature's thresholds, which the client then knows), "unary" 9 or 14 bits per feature
+#: (the thresholds stay on the server); see :mod:`~fhe_sklearn.quantization.rank`
+INPUT_ENCODINGS = ("rank", "unary")
 
 
 def lower_trees(
@@ -188,6 +197,7 @@ def lower_trees(
     n_bits_inputs: int,
     n_bits_leaves: int,
     quantization: str = "uniform",
+    input_encoding: str = "rank",
 ) -> QuantizedModule:
     """Build and calibrate the QuantizedModule of a sum of ``trees`` (see module docstring).
 
@@ -200,11 +210,13 @@ def lower_trees(
         quantizer = threshold_bin_quantizer(trees, X.shape[1], n_bits_inputs)
     else:
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    if input_encoding not in INPUT_ENCODINGS:
+        raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
     circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
     leaf_quantizers, multipliers, leaf_scale = _leaf_quantizers(trees, n_bits_leaves)
     for tree, leaf_q, m in zip(trees, leaf_quantizers, multipliers):
         circuit.add_tree(tree, leaf_q, m)
-    return circuit.build(X, leaf_scale)
+    return circuit.build(X, leaf_scale, input_encoding)
 
 
 @dataclass(frozen=True)
@@ -268,7 +280,7 @@ class _TreeCircuit:
                 if not tree.is_leaf(child):
                     stack.append((child, [*path, _Decision(split, const, went_left)]))
 
-    def build(self, X: np.ndarray, leaf_scale: float) -> QuantizedModule:
+    def build(self, X: np.ndarray, leaf_scale: float, input_encoding: str = "rank") -> QuantizedModule:
         features, thresholds = self.splits.thresholds()
         used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
         renumber = {old: new for new, old in enumerate(used)}
@@ -276,30 +288,41 @@ class _TreeCircuit:
         slots = self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
         if not used:  # keeps the circuit's input encrypted; its bit is never read
             features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        lookups = _leaf_lookups(slots, len(self.bias))
         # one precision for a few lookups (see the module docstring)
-        single = len(used) + len(slots) <= SINGLE_PRECISION_MAX_LOOKUPS
+        single = len(used) + len(lookups) <= SINGLE_PRECISION_MAX_LOOKUPS
         leaf_terms = LEAF_TERMS if single else None
         forms = _PathForms(renumber)
         sums, depths = [], []
-        for slot in slots:
-            *ancestors, own = slot.path
+        for path, *_ in lookups:
+            *ancestors, own = path
             # a leaf lookup reads bit(p) + 2 * (terms that are 1 on the path to p): with one
             # precision at most LEAF_TERMS terms, the first one a deep ancestor's reach bit
             terms = forms.terms(ancestors, leaf_terms)
             sums.append(_add(forms.bit(own), *(_scaled(t, 2) for t in terms)))
             depths.append(len(terms))
         width = 2 * max(depths) + 2
-        tables = np.zeros((len(slots), width), dtype=np.int64)
-        to_output = np.zeros((len(slots), len(self.bias)), dtype=np.int64)
-        for s, (slot, depth) in enumerate(zip(slots, depths)):
-            tables[s, 2 * depth + 1], tables[s, 2 * depth] = slot.q_left, slot.q_right
-            to_output[s, slot.column] = slot.multiplier
+        tables = np.zeros((len(lookups), width), dtype=np.int64)
+        to_output = np.zeros((len(lookups), len(self.bias)), dtype=np.int64)
+        for s, ((_, on_left, on_right, row), depth) in enumerate(zip(lookups, depths)):
+            tables[s, 2 * depth + 1], tables[s, 2 * depth] = on_left, on_right
+            to_output[s] = row
         builder = GraphBuilder()
-        quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
-        builder.input(quantizer)
         lookup_bits = LOOKUP_BITS if single else None
         comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
-        builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
+        if input_encoding == "rank":
+            # at most one integer per feature of the row: the upload of Concrete ML's query;
+            # split bins promise the float model's exact paths, so keep their ranks whole
+            if isinstance(self.splits.quantizer, UniformQuantizer):
+                thresholds = merge_close_cuts(features, thresholds, max_integers=X.shape[1])
+                comparisons["ks"] = thresholds
+            quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=X.shape[1])
+            builder.input(quantizer)
+            builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)
+        else:
+            quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
+            builder.input(quantizer)
+            builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
         bits = ["splits"]
         for level, reaches in enumerate(forms.levels(), start=1):
             weight, bias = forms.matrix([forms.sums[r] for r in reaches], len(features), below=level)
@@ -418,6 +441,37 @@ class _PathForms:
             for var, w in weights.items():
                 weight[position[var], j] = w
         return weight, np.array([form[1] for form in forms], dtype=np.int64)
+
+
+def _leaf_lookups(slots: list[_LeafSlot], n_outputs: int) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
+    """The leaf lookups: (path, table value if the left leaf is reached, if the right one is,
+    row of ``tree_sum``'s weights).
+
+    A node whose leaves hold values in several columns (multi-class forests) gets one lookup
+    per column returning the reached leaf's value, or, when that is fewer lookups, one per
+    leaf child returning whether it is reached, its values then weights of the (PBS-free)
+    sum; nodes on the same path in several trees share those.
+    """
+    by_path: dict[tuple[_Decision, ...], list[_LeafSlot]] = {}
+    for slot in slots:
+        by_path.setdefault(tuple(slot.path), []).append(slot)
+    lookups = []
+    for path, group in by_path.items():
+        left, right = np.zeros(n_outputs, dtype=np.int64), np.zeros(n_outputs, dtype=np.int64)
+        for slot in group:
+            left[slot.column] += slot.multiplier * slot.q_left
+            right[slot.column] += slot.multiplier * slot.q_right
+        n_reached = int(left.any()) + int(right.any())
+        # measured: worth it on digits (10 classes: 1116 -> 510 PBS), not on wine (3: complexity +9%)
+        if n_outputs >= 5 and 0 < n_reached < len(group):
+            lookups += [(list(path), 1, 0, left)] if left.any() else []
+            lookups += [(list(path), 0, 1, right)] if right.any() else []
+            continue
+        for slot in group:
+            row = np.zeros(n_outputs, dtype=np.int64)
+            row[slot.column] = slot.multiplier
+            lookups.append((slot.path, slot.q_left, slot.q_right, row))
+    return lookups
 
 
 def _table_offset(leaves: np.ndarray) -> int:

@@ -17,7 +17,7 @@ from sklearn import tree as sk_tree
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._tree_lowering import QUANTIZATION_MODES, FlatTree, lower_trees, threshold_grid
+from ._tree_lowering import INPUT_ENCODINGS, QUANTIZATION_MODES, FlatTree, lower_trees, threshold_grid
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
 from .exceptions import QuantizationAgreementWarning
 from .quantization import QuantizedModule
@@ -38,7 +38,7 @@ class _TreeModel(FHEEstimatorMixin):
 
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
     _default_n_bits: ClassVar[int] = 6
-    _extra_params: ClassVar[dict] = {"quantization": "uniform"}
+    _extra_params: ClassVar[dict] = {"quantization": "uniform", "input_encoding": "rank"}
     _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     @classmethod
@@ -58,7 +58,8 @@ class _TreeModel(FHEEstimatorMixin):
         n_bits : int or dict, optional
             Default 6; ``{"op_inputs": a}`` or ``{"op_inputs": a, "op_leaves": b}``.
         **fhe_params
-            ``quantization`` (``"uniform"`` or ``"splits"``).
+            ``quantization`` (``"uniform"`` or ``"splits"``), ``input_encoding`` (``"rank"``
+            or ``"unary"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`).
 
         Returns
         -------
@@ -104,6 +105,8 @@ class _TreeModel(FHEEstimatorMixin):
         self._tree_n_bits()
         if self.quantization not in QUANTIZATION_MODES:
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}")
+        if self.input_encoding not in INPUT_ENCODINGS:
+            raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {self.input_encoding!r}")
 
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()
@@ -116,7 +119,9 @@ class _TreeModel(FHEEstimatorMixin):
     def _lower(self, X: np.ndarray, trees: list[FlatTree]) -> QuantizedModule:
         bits = self._tree_n_bits()
         n_outputs = 1 + max(int(t.columns.max()) for t in trees)
-        return lower_trees(trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization)
+        return lower_trees(
+            trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization, self.input_encoding
+        )
 
 
 class _TreeClassifier(_TreeModel, FHEClassifierMixin, ClassifierMixin, BaseEstimator):

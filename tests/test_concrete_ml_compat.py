@@ -213,9 +213,9 @@ def test_every_quantizer_is_introspectable(cancer):
         "signed": UniformQuantizer(QuantizationOptions(5, is_signed=True), MinMaxQuantizationStats(-1.0, 3.0)),
         "symmetric": QuantizedArray(5, [-1.0, 3.0], is_signed=True, is_symmetric=True),
         "linear input": linear.fit(X_train, y_train).quantized_module_.input_quantizer,
-        # trees send unary digits of the split bins (or of a uniform grid)
+        # trees send the ranks of the split bins (or of a uniform grid) among the thresholds
         "split bins": splits.fit(X_train, y_train).quantized_module_.input_quantizer.base,
-        "unary digits": splits.quantized_module_.input_quantizer,
+        "threshold ranks": splits.quantized_module_.input_quantizer,
     }
     assert isinstance(quantizers["split bins"], ThresholdBinQuantizer)
     for name, q in quantizers.items():
@@ -263,7 +263,7 @@ def test_forest_from_sklearn_model_without_x(cancer):
     used = np.unique(np.concatenate([t.tree_.feature[t.tree_.feature >= 0] for t in float_forest.estimators_]))
     q_with, q_without = (
         m.quantized_module_.input_quantizer.base for m in (with_x, without_x)
-    )  # under the unary digits
+    )  # under the threshold ranks
     np.testing.assert_array_equal(q_with.scale[used], q_without.scale[used])
     np.testing.assert_array_equal(q_with.zero_point[used], q_without.zero_point[used])
     np.testing.assert_array_equal(without_x.predict_proba(X_test), with_x.predict_proba(X_test))

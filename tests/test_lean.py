@@ -8,25 +8,40 @@ from concrete import fhe
 
 import fhe_sklearn
 from benchmarks.run import load
-from fhe_sklearn.quantization import QuantizationOptions, UnaryDigitQuantizer, UniformQuantizer
+from fhe_sklearn.quantization import QuantizationOptions, ThresholdRankQuantizer, UnaryDigitQuantizer, UniformQuantizer
 from fhe_sklearn.quantization.compile_options import default_configuration
+from fhe_sklearn.quantization.rank import merge_close_cuts, rank_quantizer
 
-# (estimator, parameters, dataset, max bit-width, PBS precisions, complexity): what
-# benchmarks/results/lean.md reports (1.00-1.01x); the issue's ceiling is 0.25x Concrete ML's
-# (DT 1.7e9, XGB 1.6e10, RF 3.5e10). The tree (22 lookups): one 3-bit precision; the
-# ensembles (over 100 lookups): 2-bit comparisons and leaf lookups, two precisions.
+# (estimator, parameters, dataset, max bit-width, PBS precisions, complexity, integers sent
+# per row, comparison bits): what benchmarks/results/lean.md reports (1.00-1.01x); the issue's
+# ceiling is 0.2x Concrete ML's (DT 1.43e9, XGB 1.31e10, RF 2.86e10). The client sends at most
+# one integer per feature (inputs of 264 + 24 bytes per integer): the tree's 13 comparisons
+# as bits (no comparison lookup), the ensembles' ranks among groups of thresholds, whose
+# width the comparisons read; the unary layout sends 9 bits per feature of the whole row.
 TREE_CASES = [
-    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 1.47e9),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 2, 1.12e10),
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 6.0e8, 13, 1),
+    (
+        "DecisionTreeClassifier",
+        {"max_depth": 5, "random_state": 0, "input_encoding": "unary"},
+        "breast_cancer",
+        6,
+        1,
+        1.47e9,
+        9 * 30,
+        3,
+    ),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 1, 1.32e10, 30, 3),
     (
         "RandomForestClassifier",
         {"n_estimators": 20, "max_depth": 4, "random_state": 0},
         "breast_cancer",
         11,
         2,
-        1.99e10,
+        2.72e10,
+        30,
+        4,
     ),
-    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 1.25e10),
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 1.63e10, 10, 4),
 ]
 
 
@@ -59,8 +74,10 @@ def test_unary_digit_widths():
         UnaryDigitQuantizer(base, 4)
 
 
-@pytest.mark.parametrize(("name", "params", "dataset", "max_bits", "precisions", "complexity"), TREE_CASES)
-def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, complexity):
+@pytest.mark.parametrize(
+    ("name", "params", "dataset", "max_bits", "precisions", "complexity", "n_sent", "comparison_bits"), TREE_CASES
+)
+def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, complexity, n_sent, comparison_bits):
     X_train, X_test, y_train, _ = load(dataset)
     model = getattr(fhe_sklearn, name)(n_bits=6, **params).fit(X_train, y_train)
     circuit = model.compile(X_train)
@@ -68,14 +85,66 @@ def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, co
     assert circuit.graph.maximum_integer_bit_width() <= max_bits
     assert _precisions(circuit) <= precisions
     assert circuit.complexity <= complexity
-    # one lookup per comparison, per leaf lookup and per reach bit; one precision: 3 digits
-    # per feature (9 unary bits), every lookup on 3 bits; two: 2 digits (14 bits), 2-bit comparisons
+    # one lookup per comparison, per leaf lookup and per reach bit
     ops = {op.name: op for op in model.quantized_module_.ops}
     lookups = [op for op in ops.values() if op.op_type == "TableLookup"]
-    assert circuit.programmable_bootstrap_count == len(ops["splits"].ks) + sum(len(op.tables) for op in lookups)
-    width = 9 if precisions == 1 else 14
-    assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, width * X_test.shape[1])
-    assert ops["splits"].lookup_bits == (3 if precisions == 1 else 2)
+    sent = model.quantized_module_.input_quantizer
+    splits = ops["splits"]
+    if isinstance(sent, ThresholdRankQuantizer):  # a rank among one cut is read without lookup
+        comparisons = int(np.sum(sent.column_max[splits.columns] > 1))
+        assert sent.n_bits == comparison_bits
+    else:
+        comparisons = len(splits.ks)
+        assert splits.lookup_bits == comparison_bits
+    assert circuit.programmable_bootstrap_count == comparisons + sum(len(op.tables) for op in lookups)
+    assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, n_sent)
+
+
+def test_threshold_ranks_compare_exactly():
+    rng = np.random.default_rng(0)
+    base = UniformQuantizer(QuantizationOptions(6), scale=1.0, zero_point=0)
+    cuts = [np.unique(rng.integers(0, 63, size=n)) for n in (1, 5, 15)]
+    quantizer = ThresholdRankQuantizer(base, [4, 0, 2], cuts)
+    assert quantizer.n_bits == 4 and quantizer.encoded_shape((5,)) == (3,)
+    q = rng.integers(0, 64, size=(200, 5))
+    ranks = quantizer.encode(q)
+    assert ranks.min() >= 0 and ranks.max() <= 2**quantizer.n_bits - 1
+    for feature, feature_cuts in zip([4, 0, 2], cuts):
+        for k in feature_cuts:
+            column, j = quantizer.comparison(feature, int(k))
+            np.testing.assert_array_equal(ranks[:, column] <= j, q[:, feature] <= k)
+    with pytest.raises(ValueError, match="increasing"):
+        ThresholdRankQuantizer(base, [0], [np.array([3, 3])])
+    # grouped: the narrowest ranks within the budget of integers per row
+    features, ks = np.repeat([0, 1], [7, 2]), np.array([1, 5, 9, 13, 20, 30, 40, 8, 50])
+    for budget, n_bits, n_sent in [(9, 1, 9), (4, 2, 4), (3, 3, 3), (1, 3, 2)]:
+        grouped = rank_quantizer(base, features, ks, max_integers=budget)
+        assert (grouped.n_bits, len(grouped.features)) == (n_bits, n_sent)
+        ranks = grouped.quant(q[:, :2].astype(np.float64))
+        for f, k in zip(features, ks):
+            column, j = grouped.comparison(int(f), int(k))
+            np.testing.assert_array_equal(ranks[:, column] <= j, q[:, f] <= k)
+    # 17 thresholds on one feature sent as one integer: the two closest pairs merge (4 bits)
+    ks = np.array([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 29, 40, 41])[:17]
+    merged = merge_close_cuts(np.zeros(17, dtype=np.int64), ks, max_integers=1)
+    assert len(np.unique(merged)) == 15 and set(ks) - set(merged) == {28, 0}
+    np.testing.assert_array_equal(merge_close_cuts(np.zeros(17, dtype=np.int64), ks, max_integers=2), ks)
+
+
+def test_many_classes_look_up_the_reached_leaf():
+    # 10 classes: a node looks up which of its leaves is reached (at most 2 lookups), not
+    # each class's value (up to 10); the values weigh the PBS-free sum
+    X_train, X_test, y_train, _ = load("digits")
+    model = fhe_sklearn.RandomForestClassifier(n_estimators=3, max_depth=3, n_bits=4, random_state=0)
+    model.fit(X_train, y_train)
+    model.compile(X_train)
+    np.testing.assert_array_equal(model.predict_proba(X_test, fhe="simulate"), model.predict_proba(X_test))
+    leaves = {op.name: op for op in model.quantized_module_.ops}["leaves"]
+    assert np.isin(leaves.tables, [0, 1]).all(axis=1).mean() > 0.5  # reached-leaf bits, mostly
+    nodes = sum(
+        int(np.sum(e.tree_.children_left[e.tree_.children_left >= 0] >= 0)) for e in model.sklearn_model_.estimators_
+    )
+    assert len(leaves.tables) <= 2 * (sum(e.tree_.node_count for e in model.sklearn_model_.estimators_) - nodes)
 
 
 def test_network_accumulators_are_truncated():

@@ -146,16 +146,27 @@ def _public_estimators() -> dict[str, str]:
 #: optional field of an input quantizer: the client sends each feature's integer as unary
 #: digits (fhe_sklearn.quantization.unary), as tree circuits read them
 UNARY_DIGITS = "unary_digits"
+#: the client sends the rank of each compared feature among its thresholds
+#: (fhe_sklearn.quantization.rank), with those features and thresholds
+THRESHOLD_RANK = "threshold_rank"
 
 
 # -- quantizers ------------------------------------------------------------------------------
 def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
     from ..quantization.bins import ThresholdBinQuantizer
     from ..quantization.quantizers import UniformQuantizer
+    from ..quantization.rank import ThresholdRankQuantizer
     from ..quantization.unary import UnaryDigitQuantizer
 
     if isinstance(quantizer, UnaryDigitQuantizer):  # trees: the base grid, sent as unary digits
         return {**_quantizer_to_json(quantizer.base, what), "encoding": UNARY_DIGITS, "digits": quantizer.n_digits}
+    if isinstance(quantizer, ThresholdRankQuantizer):  # trees: ranks among the thresholds
+        return {
+            **_quantizer_to_json(quantizer.base, what),
+            "encoding": THRESHOLD_RANK,
+            "features": [int(f) for f in quantizer.features],
+            "cuts": [encode_array(c.astype(np.int64), f"{what} cuts") for c in quantizer.cuts],
+        }
     options = quantizer.options
     if isinstance(quantizer, ThresholdBinQuantizer):
         return {
@@ -183,6 +194,21 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
         raise ValueError(f"{what} must be an object")
     if "encoding" in data:
         encoding = data["encoding"]
+        if encoding == THRESHOLD_RANK:
+            features, cuts = data.get("features"), data.get("cuts")
+            if (
+                not isinstance(features, list)
+                or not 0 < len(features) <= MAX_FEATURES
+                or not all(type(f) is int and 0 <= f < MAX_FEATURES for f in features)
+                or not isinstance(cuts, list)
+                or len(cuts) != len(features)
+            ):
+                raise ValueError(f"{what}: threshold ranks need one list of cuts per compared feature")
+            decoded = [decode_array(c, f"{what} cuts") for c in cuts]
+            if any(c.ndim != 1 or c.dtype != np.int64 for c in decoded):
+                raise ValueError(f"{what}: cuts must be 1-D int64 arrays")
+            rest = {k: v for k, v in data.items() if k not in ("encoding", "features", "cuts")}
+            return {**_check_quantizer(rest, what), "encoding": encoding, "features": features, "cuts": decoded}
         if encoding != UNARY_DIGITS:
             raise ValueError(f"{what}: unknown input encoding {str(encoding)[:40]!r}")
         digits = data.get("digits", 2)  # specs written before 3-digit encodings have none
@@ -457,6 +483,7 @@ class ClientModule:
     def __init__(self, spec: ClientSpec) -> None:
         from ..quantization import QuantizationOptions, TensorSpec, UniformQuantizer
         from ..quantization.bins import ThresholdBinQuantizer
+        from ..quantization.rank import ThresholdRankQuantizer
         from ..quantization.unary import UnaryDigitQuantizer
 
         self.n_features_in = spec.n_features_in
@@ -478,6 +505,10 @@ class ClientModule:
                 if quantizer.options.qmin != 0:
                     raise ValueError(f"client spec input {q['name']}: unary digits need an unsigned grid")
                 quantizer = UnaryDigitQuantizer(quantizer, n_digits=q.get("digits", 2))
+            elif q.get("encoding") == THRESHOLD_RANK:
+                if quantizer.options.qmin != 0 or max(q["features"]) >= int(np.prod(q["shape"])):
+                    raise ValueError(f"client spec input {q['name']}: threshold ranks of an unknown feature")
+                quantizer = ThresholdRankQuantizer(quantizer, q["features"], list(q["cuts"]))
             self.input_quantizers.append(quantizer)
         self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
         self.post_processing = spec.post_processing

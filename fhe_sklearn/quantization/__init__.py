@@ -36,6 +36,7 @@ from .quantizers import (
     check_n_bits,
     integer_bit_width,
 )
+from .rank import QuantizedRankComparison, ThresholdRankQuantizer
 from .registry import CUSTOM_ONNX_OPS, OP_REGISTRY, register_op, unregister_custom_op
 from .unary import QuantizedUnaryComparison, UnaryDigitQuantizer
 
@@ -72,11 +73,13 @@ __all__ = [
     "QuantizedSigmoid",
     "QuantizedTableLookup",
     "QuantizedTruncate",
+    "QuantizedRankComparison",
     "QuantizedUnaryComparison",
     "QuantizedUnivariateOp",
     "TensorSpec",
     "UniformQuantizationParameters",
     "UniformQuantizer",
+    "ThresholdRankQuantizer",
     "UnaryDigitQuantizer",
     "check_n_bits",
     "integer_bit_width",

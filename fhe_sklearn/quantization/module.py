@@ -336,6 +336,10 @@ class QuantizedModule:
             raise ValueError(
                 f"quantized input must lie in [{options.qmin}, {options.qmax}], got [{x_q.min()}, {x_q.max()}]"
             )
+        column_max = getattr(self.input_quantizers[index], "column_max", None)
+        if column_max is not None and x_q.size and np.any(x_q > column_max):
+            column = int(np.argmax(np.any(x_q > column_max, axis=0)))
+            raise ValueError(f"quantized input column {column} must lie in [0, {int(column_max[column])}]")
         return x_q.astype(np.int64)
 
     def quantized_forward(
@@ -422,7 +426,10 @@ class QuantizedModule:
         for attr in ("qmin", "qmax"):
             samples.append(
                 tuple(
-                    np.full((1, *v.shape[1:]), getattr(q.options, attr), dtype=np.int64)
+                    # an encoding may bound each column tighter (tree ranks: column_max)
+                    np.broadcast_to(getattr(q, "column_max", q.options.qmax), v.shape[1:])[None].astype(np.int64)
+                    if attr == "qmax"
+                    else np.full((1, *v.shape[1:]), q.options.qmin, dtype=np.int64)
                     for v, q in zip(x_q, self.input_quantizers)
                 )
             )

@@ -50,6 +50,7 @@ def quantization_classes() -> dict[str, type]:
     from ..quantization.bins import ThresholdBinQuantizer
     from ..quantization.module import QuantizedModule
     from ..quantization.quantizers import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizer
+    from ..quantization.rank import ThresholdRankQuantizer
     from ..quantization.unary import UnaryDigitQuantizer
 
     classes = (
@@ -58,6 +59,7 @@ def quantization_classes() -> dict[str, type]:
         UniformQuantizer,
         ThresholdBinQuantizer,
         UnaryDigitQuantizer,
+        ThresholdRankQuantizer,
         TensorSpec,
         QuantizedModule,
     )

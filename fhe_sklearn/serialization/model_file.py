@@ -212,7 +212,8 @@ def _check_fitted(model: Any) -> None:
     quantizer = module.input_quantizer
     # an encoding quantizer (unary digits) sends more integers than the features
     (width,) = getattr(quantizer, "encoded_shape", lambda s: s)(module.input_shapes[0])
-    x_q = np.array([[quantizer.options.qmin] * width, [quantizer.options.qmax] * width])
+    high = np.broadcast_to(getattr(quantizer, "column_max", quantizer.options.qmax), (width,))  # tree ranks
+    x_q = np.array([[quantizer.options.qmin] * width, high])
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # e.g. exp overflow of a log link at the extremes

@@ -23,6 +23,7 @@ from ..quantization.base_op import QuantizedOp, TensorSpec
 from ..quantization.bins import ThresholdBinQuantizer
 from ..quantization.module import QuantizedModule
 from ..quantization.quantizers import UniformQuantizer
+from ..quantization.rank import ThresholdRankQuantizer
 from ..quantization.unary import UnaryDigitQuantizer
 from .allowed import object_name, quantization_classes
 from .values import Decoder, encode, fail
@@ -32,7 +33,7 @@ MAX_GRAPH_ARRAY_DIMS = 2
 #: elements of one sample of a module input (the check runs the graph on two such rows)
 MAX_INPUT_ELEMENTS = 2**18
 #: what a module input may be quantized with
-QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer)
+QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer, ThresholdRankQuantizer)
 #: rows the check runs the graph on: the two extremes of the input range and random ones
 CHECK_ROWS = 18
 
@@ -206,15 +207,19 @@ def _check_runs(module: QuantizedModule, path: str) -> None:
     rng = np.random.default_rng(0)
     # an encoding quantizer (unary digits) sends more integers than the features
     shapes = [getattr(q, "encoded_shape", lambda s: s)(s) for q, s in zip(module.input_quantizers, module.input_shapes)]
+    # tree ranks bound each column tighter (column_max)
+    highs = [
+        np.broadcast_to(getattr(q, "column_max", q.options.qmax), s) for q, s in zip(module.input_quantizers, shapes)
+    ]
     rows = [
         np.concatenate(
             [
                 np.full((1, *shape), q.options.qmin),
-                np.full((1, *shape), q.options.qmax),
-                rng.integers(q.options.qmin, q.options.qmax, size=(CHECK_ROWS - 2, *shape), endpoint=True),
+                high[None],
+                rng.integers(q.options.qmin, high, size=(CHECK_ROWS - 2, *shape), endpoint=True),
             ]
         )
-        for q, shape in zip(module.input_quantizers, shapes)
+        for q, shape, high in zip(module.input_quantizers, shapes, highs)
     ]
     values = dict(zip(module.input_names, rows))
     for index, op in enumerate(module.ops):
