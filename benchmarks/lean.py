@@ -105,7 +105,8 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
 
     X_train, X_test, y_train, y_test = load(dataset)
     if not name.startswith("NeuralNet"):
-        params = {**params, "n_bits": TREE_N_BITS}
+        # the upload of one integer per feature (the default keeps the thresholds private)
+        params = {**params, "n_bits": TREE_N_BITS, "input_encoding": "rank"}
     model = getattr(fhe_sklearn, name)(**params).fit(X_train, y_train)
     # "default": the library's; "yes"/"no": compressed keys and inputs or not, explicitly
     configuration = {

@@ -184,10 +184,12 @@ class _Splits:
 
 
 QUANTIZATION_MODES = ("uniform", "splits")
-#: what the client sends: "rank" one integer per compared feature (its rank among the
-#: feature's thresholds, which the client then knows), "unary" 9 or 14 bits per feature
-#: (the thresholds stay on the server); see :mod:`~fhe_sklearn.quantization.rank`
-INPUT_ENCODINGS = ("rank", "unary")
+#: what the client sends: "unary" (the default) 9 or 14 bits per feature, the thresholds stay
+#: on the server; "rank" one integer per compared feature, its rank among the feature's
+#: thresholds, which the client then knows (Concrete ML's upload size, and thresholds merged
+#: to 4-bit ranks where a feature has many: scikit-learn's estimator checks on random
+#: forests and extra trees fail on that loss); see :mod:`~fhe_sklearn.quantization.rank`
+INPUT_ENCODINGS = ("unary", "rank")
 
 
 def lower_trees(
@@ -197,7 +199,7 @@ def lower_trees(
     n_bits_inputs: int,
     n_bits_leaves: int,
     quantization: str = "uniform",
-    input_encoding: str = "rank",
+    input_encoding: str = "unary",
 ) -> QuantizedModule:
     """Build and calibrate the QuantizedModule of a sum of ``trees`` (see module docstring).
 
@@ -280,7 +282,7 @@ class _TreeCircuit:
                 if not tree.is_leaf(child):
                     stack.append((child, [*path, _Decision(split, const, went_left)]))
 
-    def build(self, X: np.ndarray, leaf_scale: float, input_encoding: str = "rank") -> QuantizedModule:
+    def build(self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary") -> QuantizedModule:
         features, thresholds = self.splits.thresholds()
         used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
         renumber = {old: new for new, old in enumerate(used)}

@@ -38,7 +38,7 @@ class _TreeModel(FHEEstimatorMixin):
 
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
     _default_n_bits: ClassVar[int] = 6
-    _extra_params: ClassVar[dict] = {"quantization": "uniform", "input_encoding": "rank"}
+    _extra_params: ClassVar[dict] = {"quantization": "uniform", "input_encoding": "unary"}
     _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     @classmethod
@@ -58,8 +58,8 @@ class _TreeModel(FHEEstimatorMixin):
         n_bits : int or dict, optional
             Default 6; ``{"op_inputs": a}`` or ``{"op_inputs": a, "op_leaves": b}``.
         **fhe_params
-            ``quantization`` (``"uniform"`` or ``"splits"``), ``input_encoding`` (``"rank"``
-            or ``"unary"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`).
+            ``quantization`` (``"uniform"`` or ``"splits"``), ``input_encoding`` (``"unary"``
+            or ``"rank"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`).
 
         Returns
         -------

@@ -303,14 +303,14 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
             np.testing.assert_array_equal(client_model.labels_from_dequantized(y), model.predict(X_test))
 
     # a tree's client sends the rank of each compared feature among its thresholds
-    tree = DecisionTreeRegressor(max_depth=2).fit(X_r, y_r)
+    tree = DecisionTreeRegressor(max_depth=2, input_encoding="rank").fit(X_r, y_r)
     data = ClientSpec.from_model(tree).to_json()
     assert data["inputs"][0]["encoding"] == "threshold_rank"
     assert len(data["inputs"][0]["features"]) == tree.quantized_module_.quantize_input(X_r[:1]).shape[1]
     data["inputs"][0]["features"][0] = X_r.shape[1]
     with pytest.raises(ValueError, match="threshold ranks of an unknown feature"):
         ClientSpec.from_json(data).build_model()
-    # with the unary layout, a small tree's client sends 3 unary digits per feature; specs
+    # with the unary layout (the default), a small tree's client sends 3 unary digits per feature; specs
     # written before that have no "digits" field and mean 2
     data = ClientSpec.from_model(DecisionTreeRegressor(max_depth=2, input_encoding="unary").fit(X_r, y_r)).to_json()
     assert data["inputs"][0]["encoding"] == "unary_digits" and data["inputs"][0]["digits"] == 3

@@ -18,11 +18,13 @@ from fhe_sklearn.quantization.rank import merge_close_cuts, rank_quantizer
 # one integer per feature (inputs of 264 + 24 bytes per integer): the tree's 13 comparisons
 # as bits (no comparison lookup), the ensembles' ranks among groups of thresholds, whose
 # width the comparisons read; the unary layout sends 9 bits per feature of the whole row.
+#: the benchmark's layout: one integer per feature (the default sends unary digits)
+RANK = {"input_encoding": "rank"}
 TREE_CASES = [
-    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0}, "breast_cancer", 6, 1, 6.0e8, 13, 1),
+    ("DecisionTreeClassifier", {"max_depth": 5, "random_state": 0, **RANK}, "breast_cancer", 6, 1, 6.0e8, 13, 1),
     (
         "DecisionTreeClassifier",
-        {"max_depth": 5, "random_state": 0, "input_encoding": "unary"},
+        {"max_depth": 5, "random_state": 0},  # the default
         "breast_cancer",
         6,
         1,
@@ -30,10 +32,10 @@ TREE_CASES = [
         9 * 30,
         3,
     ),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3}, "breast_cancer", 12, 1, 1.32e10, 30, 3),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3, **RANK}, "breast_cancer", 12, 1, 1.32e10, 30, 3),
     (
         "RandomForestClassifier",
-        {"n_estimators": 20, "max_depth": 4, "random_state": 0},
+        {"n_estimators": 20, "max_depth": 4, "random_state": 0, **RANK},
         "breast_cancer",
         11,
         2,
@@ -41,7 +43,7 @@ TREE_CASES = [
         30,
         4,
     ),
-    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3}, "diabetes", 12, 2, 1.63e10, 10, 4),
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3, **RANK}, "diabetes", 12, 2, 1.63e10, 10, 4),
 ]
 
 

@@ -81,11 +81,11 @@ def test_split_quantization_refuses_too_many_thresholds(cancer):
 
 def test_pbs_are_shared_splits_plus_leaf_tables(cancer):
     X_train, _, y_train, _ = cancer
-    model = XGBClassifier(n_bits=6, n_estimators=20, max_depth=3).fit(X_train, y_train)
+    model = XGBClassifier(n_bits=6, n_estimators=20, max_depth=3, input_encoding="rank").fit(X_train, y_train)
     circuit = model.compile(X_train)
     ops = {op.name: op for op in model.quantized_module_.ops}
     n_splits, n_tables = len(ops["splits"].ks), len(ops["leaves"].tables)
-    # a comparison whose rank column holds one threshold is read without lookup
+    # ranks: a comparison whose rank column holds one threshold is read without lookup
     looked_up = int(np.sum(ops["splits"].quantizer.column_max[ops["splits"].columns] > 1))
     assert 0 < looked_up < n_splits
     assert circuit.programmable_bootstrap_count == looked_up + n_tables
