@@ -45,12 +45,34 @@ def pytest_unconfigure(config):
         os._exit(_EXIT_STATUS["status"])
 
 
+#: the modules of the suite's longest tests, longest first (a fresh-clone run's --durations)
+SLOWEST_MODULES = (
+    "test_http_training.py",
+    "test_notebooks.py",
+    "test_lean_networks.py",
+    "test_deploy_image.py",
+    "test_neighbors.py",
+    "test_onnx_tensor_ops.py",
+    "test_http_server.py",
+    "test_serialization.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    # the modules that run real FHE first: on two xdist workers a minute-long notebook or
-    # server test left for the end runs while the other worker idles. Whole modules move, so
-    # their module-scoped fixtures (compiled circuits) are still built once
+    # longest first, then the other modules that run real FHE, then the rest: on two xdist
+    # workers a minute-long test left for the end runs while the other worker idles. Whole
+    # modules move, so their module-scoped fixtures (compiled circuits) are still built once
     heavy = {item.module for item in items if item.get_closest_marker("fhe_execute")}
-    items.sort(key=lambda item: item.module not in heavy)
+
+    def rank(item):
+        name = Path(str(item.fspath)).name
+        return (
+            SLOWEST_MODULES.index(name)
+            if name in SLOWEST_MODULES
+            else len(SLOWEST_MODULES) + (item.module not in heavy)
+        )
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
