@@ -1,6 +1,7 @@
 """KNeighborsClassifier in FHE: cost vs training-set size.
 
-    python -m benchmarks.neighbors    # writes benchmarks/results/neighbors.{json,md}
+    python -m benchmarks.neighbors                # writes benchmarks/results/neighbors.{json,md}
+    N_TRAIN=50,100 python -m benchmarks.neighbors  # only those training-set sizes
 
 breast_cancer, standardized, the first n_train training rows (50, 100, 200), k=5, default
 n_bits; agreement with scikit-learn's KNN on the test set in the clear (the integer circuit)
@@ -81,12 +82,13 @@ def run(n_train: int, n_execute: int = 1) -> dict:
 
 def main() -> None:
     rows = []
-    for n in N_TRAIN:
+    sizes = [int(n) for n in os.environ.get("N_TRAIN", ",".join(map(str, N_TRAIN))).split(",")]
+    for n in sizes:
         start = time.perf_counter()
         rows.append(run(n, n_execute=int(os.environ.get("N_EXECUTE", "1"))))
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
     notes = (
-        "k=5, n_bits default (3 input bits, keys rounded to 6 bits). PBS: the compiled circuit's count; "
+        "k=5, n_bits default (3 input bits, distances cut to a 4-bit window). PBS: the compiled circuit's count; "
         "bubble / pruned Batcher: compare-exchanges of each selection network (one PBS each in this "
         "circuit); fhe_sklearn uses bubble passes. Execute: one encrypted query, sequential."
     )
