@@ -118,10 +118,12 @@ class QuantizedKSmallestMask(QuantizedOp):
     """1 at each position whose key is at most the ``k``-th smallest of its row, else 0.
 
     Keys are non-negative (distances). With ``n_bits`` set, each key first becomes
-    ``min(key >> lsbs, 2**n_bits - 1)``: its bits are extracted (``fhe.bits``, one cheap PBS of
-    the lowest precision per bit), the window's ``n_bits`` are kept and the bits above it
-    saturate the key (two lookups of ``n_bits + 1`` bits). The window, ``[0, 2**(lsbs + n_bits))``,
-    is set at calibration to hold the ``k + 1``-th smallest key of every calibration row (the
+    ``min(factor * key >> lsbs, 2**n_bits - 1)``: its bits are extracted (``fhe.bits``, one
+    cheap PBS of the lowest precision per bit), the window's ``n_bits`` are kept and the bits
+    above it saturate the key (a lookup on those few bits, then one of ``n_bits + 1`` bits).
+    The window, ``[0, 2**(lsbs + n_bits))`` of the keys scaled by a small integer ``factor``
+    (1-8, the one that fills the window best), is set at calibration to hold the
+    ``k + 1``-th smallest key of every calibration row (the
     training points, whose own key is 0): the neighbours that count fall inside it, and keys
     beyond it tie at the top (a query farther than that from all but k - 1 points gets votes
     from every point outside the window). ``n_bits=None`` keeps exact keys.
