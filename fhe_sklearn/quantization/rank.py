@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from concrete import fhe
 
-from .base_op import QuantizedOp, TensorSpec
 from .quantizers import QuantizationOptions, _QuantizerIntrospection, as_integers, integer_bit_width
 from .registry import register_op
+from .unary import EncodedInputComparison
 
 
 class ThresholdRankQuantizer(_QuantizerIntrospection):
@@ -86,7 +86,7 @@ class ThresholdRankQuantizer(_QuantizerIntrospection):
 
 
 @register_op
-class QuantizedRankComparison(QuantizedOp):
+class QuantizedRankComparison(EncodedInputComparison):
     """``q[features[i]] <= ks[i]`` for every i on the ranks of :class:`ThresholdRankQuantizer`:
     one lookup per comparison, on ``lookup_bits`` (at least the ranks' width; wider to share
     the precision of the circuit's other lookups). The module's first op (as
@@ -112,13 +112,6 @@ class QuantizedRankComparison(QuantizedOp):
         pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
         self.columns = np.array([c for c, _ in pairs], dtype=np.int64)
         self.ranks = np.array([j for _, j in pairs], dtype=np.int64)
-
-    def float_forward(self, x: np.ndarray) -> np.ndarray:
-        return (self.quantizer.base.quant(x)[:, self.features] <= self.ks).astype(np.float64)
-
-    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
-        n = len(self.ks)
-        return TensorSpec(1.0, 0, np.zeros(n), np.ones(n))
 
     def q_impl(self, r: Any) -> Any:
         ranks = self.ranks

@@ -104,8 +104,22 @@ class UnaryDigitQuantizer(_QuantizerIntrospection):
         return weights, constant
 
 
+class EncodedInputComparison(QuantizedOp):
+    """What the comparisons ``q[features[i]] <= ks[i]`` on a client-side encoding of the input
+    share (unary digits here, threshold ranks in :mod:`.rank`): the float path quantizes the
+    features with the encoding's ``quantizer.base`` and compares; the output is one bit per
+    comparison. Subclasses set ``quantizer``, ``features`` and ``ks``."""
+
+    def float_forward(self, x: np.ndarray) -> np.ndarray:
+        return (self.quantizer.base.quant(x)[:, self.features] <= self.ks).astype(np.float64)
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        n = len(self.ks)
+        return TensorSpec(1.0, 0, np.zeros(n), np.ones(n))
+
+
 @register_op
-class QuantizedUnaryComparison(QuantizedOp):
+class QuantizedUnaryComparison(EncodedInputComparison):
     """``q[features[i]] <= ks[i]`` for every i, on the unary digits of
     :class:`UnaryDigitQuantizer`: a weighted sum of input bits, then one lookup per comparison.
 
@@ -143,13 +157,6 @@ class QuantizedUnaryComparison(QuantizedOp):
         for j, (weights, _) in enumerate(terms):
             for c, w in weights.items():
                 self.weight[position[c], j] = w
-
-    def float_forward(self, x: np.ndarray) -> np.ndarray:
-        return (self.quantizer.base.quant(x)[:, self.features] <= self.ks).astype(np.float64)
-
-    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
-        n = len(self.ks)
-        return TensorSpec(1.0, 0, np.zeros(n), np.ones(n))
 
     def q_impl(self, u: Any) -> Any:
         # 2-D product: a 1-D dot of lookup outputs miscompiles (concrete-python-facts.md)
