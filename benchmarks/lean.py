@@ -150,10 +150,19 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
 
 def run_reference(python: str, label: str, dataset: str, cml_class: str, params: dict, n_execute: int) -> dict:
     """The same case through Concrete ML in its own interpreter (benchmarks/lean_reference.py)."""
+    spec = {"dataset": dataset, "class": cml_class, "params": params, "n_execute": n_execute}
+    return reference_run(python, label, spec)
+
+
+def reference_run(python: str, label: str, spec: dict) -> dict:
+    """benchmarks/lean_reference.py on ``spec`` in Concrete ML's interpreter: its last JSON line."""
     script = Path(__file__).with_name("lean_reference.py")
-    spec = json.dumps({"dataset": dataset, "class": cml_class, "params": params, "n_execute": n_execute})
     done = subprocess.run(
-        [python, str(script), spec], capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""}
+        [python, str(script), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -9,9 +9,7 @@ trained network and bits (benchmarks/lean_reference.py).
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -107,17 +105,10 @@ def run_network_reference(
     python: str, label: str, architecture: str, params: dict, n_execute: int, weights: str
 ) -> dict:
     """Concrete ML 1.9 on the same trained network, in its own interpreter."""
-    script = Path(__file__).with_name("lean_reference.py")
-    spec = json.dumps(
-        {"network": architecture, "weights": weights, "params": params, "n_execute": n_execute, "dataset": "digits"}
-    )
-    done = subprocess.run(
-        [python, str(script), spec], capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""}
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"Concrete ML run of {label} failed:\n{done.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    from benchmarks.lean import reference_run
+
+    spec = {"network": architecture, "weights": weights, "params": params, "n_execute": n_execute, "dataset": "digits"}
+    return reference_run(python, label, spec)
 
 
 def network_rows(reference: str | None, n_execute: int, in_fresh_process: Any) -> list[dict]:
