@@ -61,8 +61,8 @@ class TrainingCircuit:
         self.plan = plan
         if configuration is None:
             configuration = default_configuration().fork(global_p_error=DEFAULT_GLOBAL_P_ERROR, p_error=None)
-        if simulation:
-            configuration = configuration.fork(fhe_simulation=True, fhe_execution=False)
+        # one of the two: a server only runs steps, a simulation never executes
+        configuration = configuration.fork(fhe_simulation=simulation, fhe_execution=not simulation)
         self.simulation = simulation
         self.configuration = configuration
         statuses = {"x": "encrypted", "y": "encrypted", "weights": "encrypted", "dither": "clear"}
