@@ -87,6 +87,7 @@ def run_case(label: str, layers: list, compile_fn: Any, params: dict, epochs: in
         float_acc = float(np.mean(net(torch.tensor(X_test, dtype=torch.float32)).argmax(1).numpy() == y_test))
     start = time.perf_counter()
     module = compile_fn(net, X_train, rounding_threshold_bits=6, **params)
+    module.fhe_circuit.enable_fhe_execution()  # built on first use: part of the compile time
     compile_s = time.perf_counter() - start
     x_q = module.quantize_input(X_test)
     simulated = module.quantized_forward(x_q, fhe="simulate")
