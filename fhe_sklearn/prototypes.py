@@ -34,6 +34,8 @@ def _class_shares(counts: np.ndarray, n_prototypes: int) -> np.ndarray:
         if shares.sum() >= n_prototypes:
             break
         shares[i] += 1
+    while shares.sum() > n_prototypes:  # the small classes' minimum of one came from the large ones
+        shares[np.argmax(np.where(shares > 1, shares - exact, -np.inf))] -= 1
     return np.minimum(shares, counts)
 
 

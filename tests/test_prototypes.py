@@ -36,6 +36,9 @@ def test_small_sets_and_bad_arguments(scaled_wine):
     X_p, y_p = select_prototypes(X_train[:5], y_train[:5], 50, random_state=0)  # fewer rows: the rows
     assert sorted(zip(map(tuple, X_p), y_p)) == sorted(zip(map(tuple, X_train[:5]), y_train[:5]))
     assert np.array_equal(select_prototypes(X_train, y_train, 3, random_state=0)[1], [0, 1, 2])
+    # one point of a rare class still leaves the total at n_prototypes
+    rare = np.r_[np.zeros(40, dtype=int), [1]]
+    assert np.array_equal(np.bincount(select_prototypes(X_train[:41], rare, 4, random_state=0)[1]), [3, 1])
     with pytest.raises(ValueError, match="n_prototypes=2 is fewer than the 3 classes"):
         select_prototypes(X_train, y_train, 2)
     with pytest.raises(ValueError, match="n_prototypes must be a positive integer, got 0"):
