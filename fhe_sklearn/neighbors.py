@@ -41,6 +41,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from .base import FHEClassifierMixin, FHERegressorMixin
 from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
 from .quantization.base_op import QuantizedOp, TensorSpec, hint_range
+from .quantization.norm import SquaredNormEncoder
 from .quantization.ops import _interval_matmul
 from .quantization.post_training import resolve_n_bits
 from .quantization.quantizers import MAX_BIT_WIDTH, check_n_bits, integer_bit_width
@@ -65,11 +66,13 @@ _METRICS = {"euclidean": 2, "l2": 2, "manhattan": 1, "l1": 1, "cityblock": 1}
 @register_op
 class QuantizedSquaredDistances(QuantizedOp):
     """Squared Euclidean distance of the query ``u`` to each clear point ``t_i`` on its grid:
-    ``||u||² - 2 u·t_i + ||t_i||²``, exact integers.
+    ``||u||² - 2 u·t_i + ||t_i||²``, exact integers, without a lookup.
 
-    ``||u||²`` costs one lookup per feature, on the few bits of the query; the rest is a clear
-    matrix product. True distances (not ``||t_i||² - 2 u·t_i``, which ranks the same) start at 0
-    whatever the query: the selection can then drop the far ones (see
+    The input is a :class:`~fhe_sklearn.quantization.norm.SquaredNormEncoder`'s: the query's
+    codes and, in its last column, ``||u||²`` computed by the client (in the circuit it cost one
+    lookup per feature on ciphertexts as wide as the distances, and their own key partition).
+    The rest is a clear matrix product. True distances (not ``||t_i||² - 2 u·t_i``, which ranks
+    the same) start at 0 whatever the query: the selection can then drop the far ones (see
     :class:`QuantizedKSmallestMask`).
 
     Parameters
@@ -77,13 +80,18 @@ class QuantizedSquaredDistances(QuantizedOp):
     name : str
     points : array of int, shape (n_points, n_features)
         The points on the query's integer grid, centred as the query (its zero point removed).
+    code_range : (int, int)
+        The range of the query's codes (the norm column has its own).
     """
 
     op_type = "SquaredDistances"
 
-    def __init__(self, name: str, points: Any, *, inputs: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str, points: Any, code_range: tuple[int, int] = (0, 7), *, inputs: list[str] | None = None
+    ) -> None:
         super().__init__(name, inputs=inputs)
         self.points = np.asarray(points, dtype=np.int64)
+        self.code_range = (int(code_range[0]), int(code_range[1]))
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
         u = np.rint(x / self.input_specs[0].scale)
@@ -95,20 +103,19 @@ class QuantizedSquaredDistances(QuantizedOp):
             raise ValueError(f"SquaredDistances '{self.name}' needs one input scale, got {len(np.unique(s.scale))}")
         n_features = self.points.shape[1]
         self.input_offset = np.broadcast_to(s.zero_point, (n_features,))
-        lo = np.broadcast_to(s.lo, (n_features,)) - self.input_offset
-        hi = np.broadcast_to(s.hi, (n_features,)) - self.input_offset
+        lo = np.full(n_features, self.code_range[0]) - self.input_offset
+        hi = np.full(n_features, self.code_range[1]) - self.input_offset
         self.centered_range = (lo, hi)
-        self.square_range = np.where((lo <= 0) & (hi >= 0), 0, np.minimum(lo**2, hi**2)), np.maximum(lo**2, hi**2)
+        squares = np.where((lo <= 0) & (hi >= 0), 0, np.minimum(lo**2, hi**2)), np.maximum(lo**2, hi**2)
+        self.norm_range = (int(np.sum(squares[0])), int(np.sum(squares[1])))
         worst = np.maximum((lo - self.points) ** 2, (hi - self.points) ** 2).sum(axis=1)
         self.cross_range = _interval_matmul(lo, hi, -2 * self.points.T)
         return TensorSpec(float(np.max(s.scale)) ** 2, 0, np.zeros(len(self.points), dtype=np.int64), worst)
 
     def q_impl(self, x: Any) -> Any:
-        # the squares' lookups keep their own small precision: widened to the selection's 5 bits
-        # they shared its keys but forced them to a 3-level bootstrap (50 points: 205 vs 169 MB)
-        u = hint_range(x - self.input_offset, *self.centered_range)
-        squares = hint_range(u**2, *self.square_range)
-        norm = np.sum(squares, axis=1, keepdims=True)
+        n_features = self.points.shape[1]
+        u = hint_range(x[:, :n_features] - self.input_offset, *self.centered_range)
+        norm = hint_range(x[:, n_features:], *self.norm_range)
         cross = hint_range(u @ (-2 * self.points.T), *self.cross_range)
         return hint_range(cross + norm + np.sum(self.points**2, axis=1), 0, int(np.max(self.output_spec.hi)))
 
@@ -268,10 +275,16 @@ def lower_neighbors(
     q_train = quantizer.quant(X_train) - quantizer.zero_point  # the training points on the query's grid
     hint = "standardize the features (StandardScaler), lower n_bits['op_inputs'] or use fewer features"
     builder = GraphBuilder()
-    builder.input(quantizer)
     if p == 2:
-        builder.add("SquaredDistances", name="keys", points=q_train, overflow_hint=hint)
+        # the client appends ||u||² to its codes: no lookup before the selection
+        try:
+            builder.input(SquaredNormEncoder(quantizer, X_train.shape[1]))
+        except ValueError as err:
+            raise ValueError(f"{err}: {hint}") from None
+        code_range = (quantizer.options.qmin, quantizer.options.qmax)
+        builder.add("SquaredDistances", name="keys", points=q_train, code_range=code_range, overflow_hint=hint)
     else:
+        builder.input(quantizer)
         # |u - t| = #{v : min(u, t) <= v < max(u, t)} = Σ_v [u <= v] (2[t > v] - 1) + #{v : t <= v}
         n_features = X_train.shape[1]
         levels = np.arange(quantizer.options.qmin, quantizer.options.qmax) - quantizer.zero_point[:, None]

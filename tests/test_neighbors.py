@@ -58,6 +58,20 @@ def test_simulate_equals_disable(cls, dataset, p, request):
     assert votes.shape == (8, 3 if cls is KNeighborsClassifier else 2) and np.all(counts >= 3)
 
 
+def test_the_client_sends_the_squared_norm_of_its_codes(scaled_cancer):
+    X_train, X_test, y_train, _ = scaled_cancer
+    model = KNeighborsClassifier().fit(X_train[:20], y_train[:20])
+    encoder = model.quantized_module_.input_quantizer
+    codes = encoder.base.quant(X_test[:5])
+    x_q = model.quantize_input(X_test[:5])
+    np.testing.assert_array_equal(x_q[:, :-1], codes)
+    np.testing.assert_array_equal(x_q[:, -1], np.sum((codes - encoder.base.zero_point) ** 2, axis=1))
+    # each extreme row is one a client may send: its last column is its codes' norm
+    rows = encoder.extreme_rows()
+    np.testing.assert_array_equal(rows, encoder.encode(rows[:, :-1]))
+    assert rows[:, -1].max() == encoder.column_max[-1]
+
+
 def test_selection_op_is_exact_on_integers(rng):
     keys = rng.integers(0, 100, size=(200, 9))
     spec = TensorSpec(1.0, 0, np.zeros(9), np.full(9, 99))
@@ -90,9 +104,9 @@ def test_unsupported_parameters_are_refused_clearly(cls, scaled_cancer):
 
 def test_configurations_that_cannot_compile_name_their_bit_width(scaled_cancer, scaled_diabetes):
     X_train, _, y_train, _ = scaled_cancer
-    # 8-bit inputs on 30 features: the distance keys would need more than 16 bits
+    # 8-bit inputs on 30 features: the query's squared norm, and the distances, need more than 16 bits
     with pytest.raises(
-        ValueError, match=r"'keys' needs a 21-bit integer.*over the 16-bit FHE limit: standardize the features"
+        ValueError, match=r"squared norm needs a 20-bit integer, over the 16-bit FHE limit: standardize the features"
     ):
         KNeighborsClassifier(n_bits=8).fit(X_train, y_train)
     # keys of 17 bits cut to 16: their comparisons (differences of two keys) need 17 bits

@@ -149,15 +149,20 @@ UNARY_DIGITS = "unary_digits"
 #: the client sends the rank of each compared feature among its thresholds
 #: (fhe_sklearn.quantization.rank), with those features and thresholds
 THRESHOLD_RANK = "threshold_rank"
+#: (fhe_sklearn.quantization.norm), the codes then their squared norm (k-NN)
+SQUARED_NORM = "squared_norm"
 
 
 # -- quantizers ------------------------------------------------------------------------------
 def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
     from ..quantization.bins import ThresholdBinQuantizer
+    from ..quantization.norm import SquaredNormEncoder
     from ..quantization.quantizers import UniformQuantizer
     from ..quantization.rank import ThresholdRankQuantizer
     from ..quantization.unary import UnaryDigitQuantizer
 
+    if isinstance(quantizer, SquaredNormEncoder):  # k-NN: the codes, then their squared norm
+        return {**_quantizer_to_json(quantizer.base, what), "encoding": SQUARED_NORM}
     if isinstance(quantizer, UnaryDigitQuantizer):  # trees: the base grid, sent as unary digits
         return {**_quantizer_to_json(quantizer.base, what), "encoding": UNARY_DIGITS, "digits": quantizer.n_digits}
     if isinstance(quantizer, ThresholdRankQuantizer):  # trees: ranks among the thresholds
@@ -194,6 +199,8 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
         raise ValueError(f"{what} must be an object")
     if "encoding" in data:
         encoding = data["encoding"]
+        if encoding == SQUARED_NORM:
+            return {**_check_quantizer({k: v for k, v in data.items() if k != "encoding"}, what), "encoding": encoding}
         if encoding == THRESHOLD_RANK:
             features, cuts = data.get("features"), data.get("cuts")
             if (
@@ -483,6 +490,7 @@ class ClientModule:
     def __init__(self, spec: ClientSpec) -> None:
         from ..quantization import QuantizationOptions, TensorSpec, UniformQuantizer
         from ..quantization.bins import ThresholdBinQuantizer
+        from ..quantization.norm import SquaredNormEncoder
         from ..quantization.rank import ThresholdRankQuantizer
         from ..quantization.unary import UnaryDigitQuantizer
 
@@ -509,6 +517,10 @@ class ClientModule:
                 if quantizer.options.qmin != 0 or max(q["features"]) >= int(np.prod(q["shape"])):
                     raise ValueError(f"client spec input {q['name']}: threshold ranks of an unknown feature")
                 quantizer = ThresholdRankQuantizer(quantizer, q["features"], list(q["cuts"]))
+            elif q.get("encoding") == SQUARED_NORM:
+                if quantizer.options.qmin != 0 or len(q["shape"]) != 1:
+                    raise ValueError(f"client spec input {q['name']}: a squared norm needs unsigned codes of a row")
+                quantizer = SquaredNormEncoder(quantizer, q["shape"][0])
             self.input_quantizers.append(quantizer)
         self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
         self.post_processing = spec.post_processing

@@ -14,7 +14,7 @@ from concrete import fhe
 from .base_op import QuantizedOp, TensorSpec
 from .compile_options import resolve_compile_options
 from .execution import forget_circuit, get_backend
-from .quantizers import UniformQuantizer, check_finite
+from .quantizers import UniformQuantizer, check_finite, extreme_rows
 
 #: rows of the calibration set used to trace the circuit; bit-widths come from static
 #: worst-case bounds (hints), so more rows would only slow compilation down
@@ -423,16 +423,9 @@ class QuantizedModule:
         step = max(1, len(x_q[0]) // MAX_INPUTSET_ROWS)
         samples = [tuple(v[i : i + 1] for v in x_q) for i in range(0, len(x_q[0]), step)]
         # the extremes of every input, so the traced graph sees the whole integer range
-        for attr in ("qmin", "qmax"):
-            samples.append(
-                tuple(
-                    # an encoding may bound each column tighter (tree ranks: column_max)
-                    np.broadcast_to(getattr(q, "column_max", q.options.qmax), v.shape[1:])[None].astype(np.int64)
-                    if attr == "qmax"
-                    else np.full((1, *v.shape[1:]), q.options.qmin, dtype=np.int64)
-                    for v, q in zip(x_q, self.input_quantizers)
-                )
-            )
+        extremes = [extreme_rows(q, v.shape[1:]) for v, q in zip(x_q, self.input_quantizers)]
+        for i in range(max(len(e) for e in extremes)):
+            samples.append(tuple(e[min(i, len(e) - 1)][None] for e in extremes))
         if self.n_inputs == 1:
             samples = [s[0] for s in samples]
 

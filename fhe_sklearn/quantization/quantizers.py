@@ -541,3 +541,23 @@ class QuantizedArray:
             f"QuantizedArray(n_bits={self.n_bits}, shape={self.qvalues.shape}, "
             f"scale={self.quantizer.scale}, zero_point={self.quantizer.zero_point})"
         )
+
+
+def extreme_rows(quantizer: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Integer rows (k, *shape) reaching every column's lowest and highest value: a
+    quantizer's own ``extreme_rows`` (an encoding whose columns depend on each other), else
+    the rows of ``qmin`` and of ``column_max`` (tree ranks) or ``qmax``."""
+    own = getattr(quantizer, "extreme_rows", None)
+    if own is not None:
+        return np.asarray(own(), dtype=np.int64)
+    high = np.broadcast_to(getattr(quantizer, "column_max", quantizer.options.qmax), shape)
+    return np.stack([np.full(shape, quantizer.options.qmin), high]).astype(np.int64)
+
+
+def random_rows(quantizer: Any, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random integer rows a client may send (see :func:`extreme_rows`)."""
+    own = getattr(quantizer, "random_rows", None)
+    if own is not None:
+        return np.asarray(own(n, rng), dtype=np.int64)
+    high = np.broadcast_to(getattr(quantizer, "column_max", quantizer.options.qmax), shape)
+    return rng.integers(quantizer.options.qmin, high, size=(n, *shape), endpoint=True)

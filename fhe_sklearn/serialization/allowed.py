@@ -49,6 +49,7 @@ def quantization_classes() -> dict[str, type]:
     from ..quantization.base_op import TensorSpec
     from ..quantization.bins import ThresholdBinQuantizer
     from ..quantization.module import QuantizedModule
+    from ..quantization.norm import SquaredNormEncoder
     from ..quantization.quantizers import MinMaxQuantizationStats, QuantizationOptions, UniformQuantizer
     from ..quantization.rank import ThresholdRankQuantizer
     from ..quantization.unary import UnaryDigitQuantizer
@@ -60,6 +61,7 @@ def quantization_classes() -> dict[str, type]:
         ThresholdBinQuantizer,
         UnaryDigitQuantizer,
         ThresholdRankQuantizer,
+        SquaredNormEncoder,
         TensorSpec,
         QuantizedModule,
     )

@@ -19,6 +19,7 @@ from sklearn.base import is_classifier
 
 from .._version import __version__
 from ..quantization.module import QuantizedModule
+from ..quantization.quantizers import extreme_rows
 from . import _json
 from .allowed import estimator_class, estimator_names
 from .objects import encode_object, rebuild_object
@@ -212,8 +213,7 @@ def _check_fitted(model: Any) -> None:
     quantizer = module.input_quantizer
     # an encoding quantizer (unary digits) sends more integers than the features
     (width,) = getattr(quantizer, "encoded_shape", lambda s: s)(module.input_shapes[0])
-    high = np.broadcast_to(getattr(quantizer, "column_max", quantizer.options.qmax), (width,))  # tree ranks
-    x_q = np.array([[quantizer.options.qmin] * width, high])
+    x_q = extreme_rows(quantizer, (width,))
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # e.g. exp overflow of a log link at the extremes

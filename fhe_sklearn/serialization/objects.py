@@ -22,7 +22,8 @@ import numpy as np
 from ..quantization.base_op import QuantizedOp, TensorSpec
 from ..quantization.bins import ThresholdBinQuantizer
 from ..quantization.module import QuantizedModule
-from ..quantization.quantizers import UniformQuantizer
+from ..quantization.norm import SquaredNormEncoder
+from ..quantization.quantizers import UniformQuantizer, extreme_rows, random_rows
 from ..quantization.rank import ThresholdRankQuantizer
 from ..quantization.unary import UnaryDigitQuantizer
 from .allowed import object_name, quantization_classes
@@ -33,7 +34,7 @@ MAX_GRAPH_ARRAY_DIMS = 2
 #: elements of one sample of a module input (the check runs the graph on two such rows)
 MAX_INPUT_ELEMENTS = 2**18
 #: what a module input may be quantized with
-QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer, ThresholdRankQuantizer)
+QUANTIZERS = (UniformQuantizer, ThresholdBinQuantizer, UnaryDigitQuantizer, ThresholdRankQuantizer, SquaredNormEncoder)
 #: rows the check runs the graph on: the two extremes of the input range and random ones
 CHECK_ROWS = 18
 
@@ -207,19 +208,13 @@ def _check_runs(module: QuantizedModule, path: str) -> None:
     rng = np.random.default_rng(0)
     # an encoding quantizer (unary digits) sends more integers than the features
     shapes = [getattr(q, "encoded_shape", lambda s: s)(s) for q, s in zip(module.input_quantizers, module.input_shapes)]
-    # tree ranks bound each column tighter (column_max)
-    highs = [
-        np.broadcast_to(getattr(q, "column_max", q.options.qmax), s) for q, s in zip(module.input_quantizers, shapes)
-    ]
+    extremes = [extreme_rows(q, shape) for q, shape in zip(module.input_quantizers, shapes)]
+    n_extreme = max(len(e) for e in extremes)  # inputs of fewer extreme rows repeat their last
     rows = [
         np.concatenate(
-            [
-                np.full((1, *shape), q.options.qmin),
-                high[None],
-                rng.integers(q.options.qmin, high, size=(CHECK_ROWS - 2, *shape), endpoint=True),
-            ]
+            [e, np.repeat(e[-1:], n_extreme - len(e), axis=0), random_rows(q, shape, CHECK_ROWS - n_extreme, rng)]
         )
-        for q, shape, high in zip(module.input_quantizers, shapes, highs)
+        for q, shape, e in zip(module.input_quantizers, shapes, extremes)
     ]
     values = dict(zip(module.input_names, rows))
     for index, op in enumerate(module.ops):
