@@ -41,7 +41,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from .base import FHEClassifierMixin, FHERegressorMixin
 from .quantization import GraphBuilder, QuantizationOptions, QuantizedModule, UniformQuantizer
 from .quantization.base_op import QuantizedOp, TensorSpec, hint_range
-from .quantization.norm import SquaredNormEncoder
+from .quantization.norm import SquaredNormEncoder, code_centre
 from .quantization.ops import _interval_matmul
 from .quantization.post_training import resolve_n_bits
 from .quantization.quantizers import MAX_BIT_WIDTH, check_n_bits, integer_bit_width
@@ -79,7 +79,8 @@ class QuantizedSquaredDistances(QuantizedOp):
     ----------
     name : str
     points : array of int, shape (n_points, n_features)
-        The points on the query's integer grid, centred as the query (its zero point removed).
+        The points' codes on the query's grid, minus the middle of the codes' range (as the
+        query's, see :func:`~fhe_sklearn.quantization.norm.code_centre`).
     code_range : (int, int)
         The range of the query's codes (the norm column has its own).
     """
@@ -94,15 +95,16 @@ class QuantizedSquaredDistances(QuantizedOp):
         self.code_range = (int(code_range[0]), int(code_range[1]))
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
-        u = np.rint(x / self.input_specs[0].scale)
-        return ((u[:, None, :] - self.points[None]) ** 2).sum(axis=2) * float(np.max(self.input_specs[0].scale)) ** 2
+        s = self.input_specs[0]
+        u = np.rint(x / s.scale) + s.zero_point - code_centre(*self.code_range)
+        return ((u[:, None, :] - self.points[None]) ** 2).sum(axis=2) * float(np.max(s.scale)) ** 2
 
     def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
         s = self.input_specs[0]
         if len(np.unique(s.scale)) != 1:
             raise ValueError(f"SquaredDistances '{self.name}' needs one input scale, got {len(np.unique(s.scale))}")
         n_features = self.points.shape[1]
-        self.input_offset = np.broadcast_to(s.zero_point, (n_features,))
+        self.input_offset = np.full(n_features, code_centre(*self.code_range))
         lo = np.full(n_features, self.code_range[0]) - self.input_offset
         hi = np.full(n_features, self.code_range[1]) - self.input_offset
         self.centered_range = (lo, hi)
@@ -282,7 +284,8 @@ def lower_neighbors(
         except ValueError as err:
             raise ValueError(f"{err}: {hint}") from None
         code_range = (quantizer.options.qmin, quantizer.options.qmax)
-        builder.add("SquaredDistances", name="keys", points=q_train, code_range=code_range, overflow_hint=hint)
+        points = quantizer.quant(X_train) - code_centre(*code_range)
+        builder.add("SquaredDistances", name="keys", points=points, code_range=code_range, overflow_hint=hint)
     else:
         builder.input(quantizer)
         # |u - t| = #{v : min(u, t) <= v < max(u, t)} = Σ_v [u <= v] (2[t > v] - 1) + #{v : t <= v}

@@ -65,7 +65,7 @@ def test_the_client_sends_the_squared_norm_of_its_codes(scaled_cancer):
     codes = encoder.base.quant(X_test[:5])
     x_q = model.quantize_input(X_test[:5])
     np.testing.assert_array_equal(x_q[:, :-1], codes)
-    np.testing.assert_array_equal(x_q[:, -1], np.sum((codes - encoder.base.zero_point) ** 2, axis=1))
+    np.testing.assert_array_equal(x_q[:, -1], np.sum((codes - 3) ** 2, axis=1))  # 3: middle of [0, 7]
     # each extreme row is one a client may send: its last column is its codes' norm
     rows = encoder.extreme_rows()
     np.testing.assert_array_equal(rows, encoder.encode(rows[:, :-1]))
@@ -106,7 +106,7 @@ def test_configurations_that_cannot_compile_name_their_bit_width(scaled_cancer, 
     X_train, _, y_train, _ = scaled_cancer
     # 8-bit inputs on 30 features: the query's squared norm, and the distances, need more than 16 bits
     with pytest.raises(
-        ValueError, match=r"squared norm needs a 20-bit integer, over the 16-bit FHE limit: standardize the features"
+        ValueError, match=r"squared norm needs a 19-bit integer, over the 16-bit FHE limit: standardize the features"
     ):
         KNeighborsClassifier(n_bits=8).fit(X_train, y_train)
     # keys of 17 bits cut to 16: their comparisons (differences of two keys) need 17 bits

@@ -19,14 +19,20 @@ import numpy as np
 from .quantizers import MAX_BIT_WIDTH, QuantizationOptions, UniformQuantizer, _QuantizerIntrospection, integer_bit_width
 
 
+def code_centre(qmin: int, qmax: int) -> int:
+    """The integer the squares are centred on: the middle of the codes' range (not the zero
+    point, which lies far outside it for a feature far from zero)."""
+    return (int(qmin) + int(qmax)) // 2
+
+
 class SquaredNormEncoder(_QuantizerIntrospection):
-    """Quantize with ``base``, then append ``sum((q - zero_point)**2)``: ``quant`` returns
-    ``(n_samples, n_features + 1)`` integers.
+    """Quantize with ``base``, then append ``sum((q - c)**2)``, ``c`` the middle of the codes'
+    range (:func:`code_centre`): ``quant`` returns ``(n_samples, n_features + 1)`` integers.
 
     Parameters
     ----------
     base : UniformQuantizer
-        The features' grid: one scale, a zero point per feature (the centre of the squares).
+        The features' grid.
     n_features : int
     """
 
@@ -34,9 +40,11 @@ class SquaredNormEncoder(_QuantizerIntrospection):
         self.base = base
         self.n_features = int(n_features)
         options = base.options
-        centre = np.broadcast_to(np.asarray(base.zero_point, dtype=np.int64), (self.n_features,))
-        #: per feature, the code farthest from its centre: the row of the largest norm
-        self.far_codes = np.where(centre - options.qmin > options.qmax - centre, options.qmin, options.qmax)
+        centre = code_centre(options.qmin, options.qmax)
+        #: the code farthest from the centre, in every feature: the row of the largest norm
+        self.far_codes = np.full(
+            self.n_features, options.qmin if centre - options.qmin > options.qmax - centre else options.qmax
+        )
         norm_max = int(np.sum((self.far_codes - centre) ** 2))
         self.column_max = np.r_[np.full(self.n_features, options.qmax), norm_max].astype(np.int64)
         bits = integer_bit_width(0, max(norm_max, options.qmax))
@@ -56,7 +64,7 @@ class SquaredNormEncoder(_QuantizerIntrospection):
     def encode(self, q: np.ndarray) -> np.ndarray:
         """Codes (n_samples, n_features) → codes and squared norm (n_samples, n_features + 1)."""
         q = np.asarray(q, dtype=np.int64)
-        u = q - np.asarray(self.base.zero_point, dtype=np.int64)
+        u = q - code_centre(self.base.options.qmin, self.base.options.qmax)
         return np.column_stack([q, np.sum(u * u, axis=1)]).astype(np.int64)
 
     def quant(self, values: Any) -> np.ndarray:
@@ -76,4 +84,4 @@ class SquaredNormEncoder(_QuantizerIntrospection):
         return self.encode(rng.integers(options.qmin, options.qmax, size=(n, self.n_features), endpoint=True))
 
 
-__all__ = ["SquaredNormEncoder"]
+__all__ = ["SquaredNormEncoder", "code_centre"]
