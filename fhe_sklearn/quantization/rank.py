@@ -104,11 +104,7 @@ class QuantizedRankComparison(EncodedInputComparison):
         *,
         inputs: list[str] | None = None,
     ) -> None:
-        super().__init__(name, inputs=inputs)
-        self.quantizer = quantizer
-        self.lookup_bits = max(2, quantizer.n_bits, int(lookup_bits))
-        self.features = as_integers(features, "features").reshape(-1)
-        self.ks = as_integers(ks, "ks").reshape(-1)
+        super().__init__(name, quantizer, features, ks, lookup_bits, encoding_bits=quantizer.n_bits, inputs=inputs)
         pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
         self.columns = np.array([c for c, _ in pairs], dtype=np.int64)
         self.ranks = np.array([j for _, j in pairs], dtype=np.int64)

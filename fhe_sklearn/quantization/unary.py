@@ -26,7 +26,7 @@ import numpy as np
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec
-from .quantizers import QuantizationOptions, _QuantizerIntrospection
+from .quantizers import QuantizationOptions, _QuantizerIntrospection, as_integers
 from .registry import register_op
 
 
@@ -108,7 +108,27 @@ class EncodedInputComparison(QuantizedOp):
     """What the comparisons ``q[features[i]] <= ks[i]`` on a client-side encoding of the input
     share (unary digits here, threshold ranks in :mod:`.rank`): the float path quantizes the
     features with the encoding's ``quantizer.base`` and compares; the output is one bit per
-    comparison. Subclasses set ``quantizer``, ``features`` and ``ks``."""
+    comparison.
+
+    ``lookup_bits`` may widen the lookups beyond the ``encoding_bits`` the encoding needs (at
+    least 2), to the width of the circuit's other lookups."""
+
+    def __init__(
+        self,
+        name: str,
+        quantizer: Any,
+        features: Any,
+        ks: Any,
+        lookup_bits: int,
+        *,
+        encoding_bits: int,
+        inputs: list[str] | None = None,
+    ) -> None:
+        super().__init__(name, inputs=inputs)
+        self.quantizer = quantizer
+        self.lookup_bits = max(2, int(encoding_bits), int(lookup_bits))
+        self.features = as_integers(features, "features").reshape(-1)
+        self.ks = as_integers(ks, "ks").reshape(-1)
 
     def float_forward(self, x: np.ndarray) -> np.ndarray:
         return (self.quantizer.base.quant(x)[:, self.features] <= self.ks).astype(np.float64)
@@ -144,11 +164,7 @@ class QuantizedUnaryComparison(EncodedInputComparison):
         *,
         inputs: list[str] | None = None,
     ) -> None:
-        super().__init__(name, inputs=inputs)
-        self.quantizer = quantizer
-        self.lookup_bits = max(2, quantizer.lookup_bits, int(lookup_bits))
-        self.features = np.asarray(features, dtype=np.int64)
-        self.ks = np.asarray(ks, dtype=np.int64)
+        super().__init__(name, quantizer, features, ks, lookup_bits, encoding_bits=quantizer.lookup_bits, inputs=inputs)
         terms = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
         self.columns = np.array(sorted({c for weights, _ in terms for c in weights}), dtype=np.int64)
         position = {c: i for i, c in enumerate(self.columns)}
