@@ -37,9 +37,16 @@ def write_results(
     return table
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Every key of the rows as a column, in first-seen order."""
+def markdown_table(rows: list[dict], float_format: str | None = None, missing: str = "") -> str:
+    """Every key of the rows as a column, in first-seen order; floats in ``float_format``
+    (e.g. ``".3f"``) if given, ``missing`` for None."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return missing
+        return format(value, float_format) if float_format and isinstance(value, float) else str(value)
+
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

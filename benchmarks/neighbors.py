@@ -12,14 +12,14 @@ smallest distance.
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from functools import partial
 
 import numpy as np
 from sklearn import neighbors as sk_neighbors
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import markdown_table, write_results
 from benchmarks.run import load
 
 N_TRAIN = (50, 100, 200)
@@ -96,24 +96,15 @@ def main() -> None:
 
 
 def write(rows: list[dict], notes: str) -> str:
-    """``results/neighbors.json`` and ``.md``; returns the markdown."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "neighbors.json").write_text(json.dumps({"machine": machine(), "notes": notes, "rows": rows}, indent=2))
-    keys = list(rows[0])
-    lines = [f"| {' | '.join(keys)} |", "|" + "---|" * len(keys)]
-    lines += [
-        "| "
-        + " | ".join("–" if r[k] is None else f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
-        + " |"
-        for r in rows
-    ]
-    text = (
-        f"# KNeighborsClassifier in FHE vs n_train (breast_cancer)\n\nMachine: {machine()}\n\n{notes}\n\n"
-        + "\n".join(lines)
-        + "\n"
+    """``results/neighbors.json`` and ``.md``; returns the markdown table."""
+    return write_results(
+        "neighbors",
+        "KNeighborsClassifier in FHE vs n_train (breast_cancer)",
+        rows,
+        notes,
+        extra={"notes": notes},
+        table=partial(markdown_table, float_format=".4g", missing="–"),
     )
-    (RESULTS / "neighbors.md").write_text(text)
-    return text
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ benchmarks/results/neighbors.md say (50 points: 169 MB of keys, 44 s per query).
 
 from __future__ import annotations
 
-import json
+from functools import partial
 
 import numpy as np
 from sklearn import neighbors as sk_neighbors
 from sklearn.metrics import r2_score
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import markdown_table, write_results
 from benchmarks.run import load
 
 SIZES = (20, 50, 100, 200)
@@ -62,20 +62,16 @@ def run() -> list[dict]:
 
 
 def write(rows: list[dict]) -> str:
-    RESULTS.mkdir(exist_ok=True)
+    """``results/prototypes.json`` and ``.md``; returns the markdown table."""
     notes = f"Mean over seeds {list(SEEDS)} (the first n rows: one value). k=5, default n_bits."
-    (RESULTS / "prototypes.json").write_text(json.dumps({"machine": machine(), "notes": notes, "rows": rows}, indent=2))
-    keys = list(rows[0])
-    lines = [f"| {' | '.join(keys)} |", "|" + "---|" * len(keys)]
-    lines += [
-        "| "
-        + " | ".join("–" if r[k] is None else f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys)
-        + " |"
-        for r in rows
-    ]
-    text = f"# k-NN on n points of the training set\n\nMachine: {machine()}\n\n{notes}\n\n" + "\n".join(lines) + "\n"
-    (RESULTS / "prototypes.md").write_text(text)
-    return text
+    return write_results(
+        "prototypes",
+        "k-NN on n points of the training set",
+        rows,
+        notes,
+        extra={"notes": notes},
+        table=partial(markdown_table, float_format=".3f", missing="–"),
+    )
 
 
 if __name__ == "__main__":
