@@ -274,7 +274,7 @@ def lower_neighbors(
     if k > len(X_train):
         raise ValueError(f"n_neighbors={k} needs at least as many training points (n_samples = {len(X_train)})")
     quantizer = common_scale_quantizer(X_train, n_bits_inputs)
-    q_train = quantizer.quant(X_train) - quantizer.zero_point  # the training points on the query's grid
+    codes = quantizer.quant(X_train)  # the training points on the query's grid
     hint = "standardize the features (StandardScaler), lower n_bits['op_inputs'] or use fewer features"
     builder = GraphBuilder()
     if p == 2:
@@ -284,7 +284,7 @@ def lower_neighbors(
         except ValueError as err:
             raise ValueError(f"{err}: {hint}") from None
         code_range = (quantizer.options.qmin, quantizer.options.qmax)
-        points = quantizer.quant(X_train) - code_centre(*code_range)
+        points = codes - code_centre(*code_range)
         builder.add("SquaredDistances", name="keys", points=points, code_range=code_range, overflow_hint=hint)
     else:
         builder.input(quantizer)
@@ -295,6 +295,7 @@ def lower_neighbors(
         builder.add("Gather", name="features", indices=features)
         thresholds = quantizer.scale * (levels.ravel() + 0.5)  # halfway between grid points
         builder.add("LessOrEqual", name="thermometer", threshold=thresholds)
+        q_train = codes - quantizer.zero_point
         above = (q_train[:, features] > levels.ravel()).astype(np.int64)  # [t > v], (n_train, n_bits)
         weight, bias = (2 * above - 1).T, np.sum(1 - above, axis=1)
         builder.add("IntegerMatMul", name="keys", weight=weight, bias=bias, overflow_hint=hint)
