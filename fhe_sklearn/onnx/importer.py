@@ -9,7 +9,7 @@ side. An unsupported op is refused at import, with its name and position.
 Quantization-aware models export QuantizeLinear → [Clip] → DequantizeLinear pairs: on a
 weight they are constant-folded (the weights become the fake-quantized ones); on encrypted
 data their grid becomes a quantizer — the input's, the output quantizer of the activation
-before them, or else a re-quantizing lookup (:class:`QuantizedQuantizeDequantize`).
+before them, or else a re-quantizing lookup (:class:`QuantizedQuantizeDequantize`); see :mod:`.qdq`.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import numpy as np
 
 from ..quantization import GraphBuilder, QuantizedModule
 from ..quantization.custom_ops import defines_q_impl
-from ..quantization.ops import QuantizedUnivariateOp
 from ..quantization.quantizers import (
     MAX_BIT_WIDTH,
     MAX_LEVELED_BIT_WIDTH,
-    QuantizationOptions,
-    UniformQuantizer,
     check_n_bits,
 )
 from ..quantization.registry import custom_onnx_op
+from ._nodes import attributes as _attributes
+from ._nodes import where as _where
 from .calibration import input_quantizer, mark_truncated
+from .qdq import Grid, clip, dequantize_grid, dequantize_linear, quantize_linear
 
 #: keys of the ``n_bits`` dict form
 N_BITS_KEYS = ("model_inputs", "op_inputs", "op_weights", "model_outputs")
@@ -57,25 +57,6 @@ def resolve_network_n_bits(n_bits: Any) -> dict[str, int]:
 
 
 @dataclass
-class _Grid:
-    """A QuantizeLinear on encrypted data, waiting for its DequantizeLinear."""
-
-    tensor: str
-    scale: float
-    zero_point: int
-    qmin: int
-    qmax: int
-
-    def quantizer(self, node: Any) -> UniformQuantizer:
-        span = self.qmax - self.qmin + 1
-        n_bits = span.bit_length() - 1
-        if span != 2**n_bits or not 1 <= n_bits <= MAX_BIT_WIDTH:
-            raise ValueError(f"{_where(node)}: a quantization range [{self.qmin}, {self.qmax}] must span 2**n values")
-        # shifted to [0, 2**n - 1]: the same floats, unsigned integers
-        return UniformQuantizer(QuantizationOptions(n_bits), scale=self.scale, zero_point=self.zero_point - self.qmin)
-
-
-@dataclass
 class _Import:
     """State of one import: constants, encrypted values, the builder."""
 
@@ -94,7 +75,7 @@ class _Import:
     ranks: dict[str, int] = field(default_factory=dict)
     post_processing: str | None = None
     #: QuantizeLinear outputs on encrypted data, by ONNX tensor name
-    grids: dict[str, _Grid] = field(default_factory=dict)
+    grids: dict[str, Grid] = field(default_factory=dict)
     #: constant-folded DequantizeLinear outputs (fake-quantized weights) → their grid,
     #: broadcast to the tensor's shape
     weight_grids: dict[str, np.ndarray] = field(default_factory=dict)
@@ -151,16 +132,6 @@ class _Import:
         while candidate in taken:
             candidate, index = f"{name}_{index}", index + 1
         return candidate
-
-
-def _where(node: Any) -> str:
-    return f"ONNX node {node.op_type!r} ({node.name!r})"
-
-
-def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 # -- converters: one per ONNX op type ---------------------------------------------------------------
@@ -368,59 +339,6 @@ def _identity(ctx: _Import, node: Any, attrs: dict) -> str:
     return ctx.value(node.input[0], node)
 
 
-def _quantize_linear(ctx: _Import, node: Any, attrs: dict) -> None:
-    x, scale, *zero = node.input
-    scale = ctx.constant(scale, node, "the QuantizeLinear scale")
-    zero = ctx.constant(zero[0], node, "the zero point") if zero and zero[0] else np.zeros((), np.uint8)
-    if scale.size != 1 or zero.size != 1:
-        raise ValueError(f"{_where(node)}: per-axis quantization of encrypted data is not supported (per tensor only)")
-    if not np.issubdtype(zero.dtype, np.integer):
-        raise ValueError(f"{_where(node)}: the zero point must be an integer tensor, got {zero.dtype}")
-    ctx.value(x, node)
-    info = np.iinfo(zero.dtype)
-    ctx.grids[node.output[0]] = _Grid(x, float(scale.reshape(())), int(zero.reshape(())), int(info.min), int(info.max))
-
-
-def _clip(ctx: _Import, node: Any, attrs: dict) -> None:
-    grid = ctx.grids.get(node.input[0])
-    if grid is None:
-        raise ValueError(f"{_where(node)}: Clip is supported on quantized integers only (QuantizeLinear → Clip)")
-    bounds = [ctx.constant(t, node, "the Clip bounds") if t else None for t in (*node.input[1:3], "", "")[:2]]
-    low, high = (int(np.asarray(b).reshape(())) if b is not None else None for b in bounds)
-    ctx.grids[node.output[0]] = _Grid(
-        grid.tensor,
-        grid.scale,
-        grid.zero_point,
-        grid.qmin if low is None else max(grid.qmin, low),
-        grid.qmax if high is None else min(grid.qmax, high),
-    )
-
-
-def _dequantize_linear(ctx: _Import, node: Any, attrs: dict) -> str:
-    grid = ctx.grids.get(node.input[0])
-    if grid is None:
-        raise ValueError(f"{_where(node)}: DequantizeLinear must read a QuantizeLinear of the same tensor")
-    scale = ctx.constant(node.input[1], node, "the DequantizeLinear scale")
-    zero = ctx.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
-    if not np.allclose(scale, grid.scale) or int(np.asarray(zero).reshape(())) != grid.zero_point:
-        raise ValueError(f"{_where(node)}: scale and zero point differ from its QuantizeLinear's")
-    quantizer = grid.quantizer(node)
-    source = ctx.values[grid.tensor]
-    builder = ctx.builder
-    if source in builder._inputs and not any(source in op.inputs for op in builder._ops):
-        builder._inputs[source] = quantizer  # the model's input quantizer
-        return source
-    producer = next((op for op in builder._ops if op.name == source), None)
-    if (
-        isinstance(producer, QuantizedUnivariateOp)
-        and producer.fixed_output_quantizer is None
-        and ctx.consumers.get(grid.tensor) == 1
-    ):
-        producer.fixed_output_quantizer = quantizer  # the activation's output grid
-        return source
-    return ctx.add(node, "QuantizeDequantize", ctx.lookup_input(node, source), quantizer=quantizer)
-
-
 #: ONNX op type → converter(import state, node, attributes) → builder value name
 ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
     "Gemm": _gemm,
@@ -449,9 +367,9 @@ ONNX_CONVERTERS: dict[str, Callable[[_Import, Any, dict], str]] = {
     "GlobalAveragePool": _global_average_pool,
     "Identity": _identity,
     "Dropout": _identity,
-    "QuantizeLinear": _quantize_linear,
-    "Clip": _clip,
-    "DequantizeLinear": _dequantize_linear,
+    "QuantizeLinear": quantize_linear,
+    "Clip": clip,
+    "DequantizeLinear": dequantize_linear,
 }
 
 
@@ -590,7 +508,7 @@ def _import_node(ctx: _Import, node: Any, outputs: set[str]) -> None:
     if all(name in ctx.constants or not name for name in node.input):
         _fold_constant(node, ctx.constants)
         if node.op_type == "DequantizeLinear":  # a fake-quantized weight: keep its grid
-            ctx.weight_grids[node.output[0]] = _dequantize_grid(ctx, node)
+            ctx.weight_grids[node.output[0]] = dequantize_grid(ctx, node)
         return
     if node.op_type in CLEAR_SIDE_OUTPUTS and set(node.output) <= outputs:
         ctx.post_processing = CLEAR_SIDE_OUTPUTS[node.op_type]
@@ -606,16 +524,6 @@ def _import_node(ctx: _Import, node: Any, outputs: set[str]) -> None:
     value = convert(ctx, node, _attributes(node))
     if value is not None:  # None: a QuantizeLinear waiting for its DequantizeLinear
         ctx.values[node.output[0]] = value
-
-
-def _dequantize_grid(ctx: _Import, node: Any) -> np.ndarray:
-    """The step of a folded DequantizeLinear's output, broadcast to its shape."""
-    value = ctx.constants[node.output[0]]
-    scale = np.abs(np.asarray(ctx.constants[node.input[1]], dtype=np.float64))
-    if scale.size > 1:  # per axis
-        axis = _attributes(node).get("axis", 1) % value.ndim
-        scale = scale.reshape([-1 if i == axis else 1 for i in range(value.ndim)])
-    return np.broadcast_to(scale, value.shape)
 
 
 def _as_constant(array: np.ndarray) -> np.ndarray:
