@@ -251,9 +251,18 @@ def encrypt_frame_command(args: argparse.Namespace) -> Path:
     frame = pd.read_csv(args.data) if Path(args.data).is_file() else None
     if frame is None:
         raise SystemExit(f"no such CSV file: {args.data}")
+    schema = {}
+    for spec in args.range:
+        column, _, bounds = spec.partition("=")
+        low, _, high = bounds.partition(":")
+        try:
+            number = float if "." in bounds else int
+            schema[column] = {"min": number(low), "max": number(high)}
+        except ValueError:
+            raise SystemExit(f"--range takes COLUMN=MIN:MAX, got {spec!r}") from None
     engine = ClientEngine(args.keys_dir or None)
     try:
-        encrypted = engine.encrypt_from_pandas(frame, keys=args.key)
+        encrypted = engine.encrypt_from_pandas(frame, keys=args.key, schema=schema, key_matching=args.key_matching)
     except ValueError as err:
         raise SystemExit(f"cannot encrypt {args.data}: {err}") from None
     path = encrypted.save(args.output, signing_key=_key_file(args.signing_key_file))
@@ -319,6 +328,20 @@ def _frame_commands(commands: Any) -> None:
     e.add_argument("data", help="CSV file")
     e.add_argument("--key", action="append", default=[], help="a key column for merges and group-bys (repeatable)")
     e.add_argument("--keys-dir", default=None, help=keys_help)
+    e.add_argument(
+        "--key-matching",
+        default="tags",
+        choices=["tags", "fhe"],
+        help="tags: fast merges, the server sees which keys are equal; fhe: keys compared in FHE (unique keys)",
+    )
+    e.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="COLUMN=MIN:MAX",
+        help="declared range of an integer or float column (repeatable; owners whose keys are compared in FHE "
+        "give their key column the same)",
+    )
     e.add_argument("--output", required=True, help="encrypted frame file to write (.fhedf)")
     e.add_argument("--signing-key-file", default=None, help="sign the file with this shared HMAC key")
     e.set_defaults(func=encrypt_frame_command)

@@ -216,3 +216,13 @@ def test_cli_merges_encrypted_frames_without_keys(tmp_path, capsys):
         EncryptedDataFrame.load(tmp_path / "grouped")
     with pytest.raises(SystemExit, match="cannot merge: the right frame has no column 'age'"):
         main(["merge-frames", str(tmp_path / "left"), str(tmp_path / "right"), "--on", "age", "--output", "x"])
+    # keys compared in FHE: unique keys, the same declared range on both sides
+    left.drop_duplicates("id").to_csv(tmp_path / "left.csv", index=False)
+    private = ["--key", "id", "--key-matching", "fhe", "--range", "id=0:100", *keys]
+    for name in ("left", "right"):
+        main(["encrypt-frame", str(tmp_path / f"{name}.csv"), *private, "--output", str(tmp_path / f"p{name}")])
+    files = [str(tmp_path / "pleft"), str(tmp_path / "pright")]
+    main(["merge-frames", *files, "--how", "inner", "--on", "id", "--output", str(tmp_path / "pmerged")])
+    main(["decrypt-frame", str(tmp_path / "pmerged"), *keys, "--output", str(tmp_path / "p.csv")])
+    expected = pd.merge(left.drop_duplicates("id"), right, how="inner", on="id")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), expected)

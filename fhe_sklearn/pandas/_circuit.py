@@ -72,23 +72,27 @@ def clear_cell(cell: np.ndarray) -> bytes:
     return _CLEAR_MAGIC + np.asarray(cell, dtype="<i8").tobytes()
 
 
-def read_clear_cell(blob: bytes) -> np.ndarray:
-    """The integers of a clear cell (ValueError if malformed)."""
-    if not blob.startswith(_CLEAR_MAGIC) or len(blob) != len(_CLEAR_MAGIC) + 8 * CELL:
+def read_clear_cell(blob: bytes, size: int = CELL) -> np.ndarray:
+    """The ``size`` integers of a clear cell (ValueError if malformed)."""
+    if not blob.startswith(_CLEAR_MAGIC) or len(blob) != len(_CLEAR_MAGIC) + 8 * size:
         raise ValueError("a cell of a clear (fhe='disable') frame is malformed")
     return np.frombuffer(blob[len(_CLEAR_MAGIC) :], dtype="<i8").astype(np.int64)
 
 
-def to_cells(codes: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Codes (int, < 2**16) and presence flags as cells, shape (n, CELL)."""
+def to_cells(
+    codes: np.ndarray, present: np.ndarray, chunk_bits: int = CHUNK_BITS, n_chunks: int = N_CHUNKS
+) -> np.ndarray:
+    """Codes (int, < 2**16) and presence flags as cells, shape (n, 1 + n_chunks)."""
     codes = np.where(present, codes, 0).astype(np.int64)
-    shifts = CHUNK_BITS * np.arange(N_CHUNKS)
-    chunks = (codes[:, None] >> shifts) & (2**CHUNK_BITS - 1)
+    shifts = chunk_bits * np.arange(n_chunks)
+    chunks = (codes[:, None] >> shifts) & (2**chunk_bits - 1)
     return np.concatenate([present.astype(np.int64)[:, None], chunks], axis=1)
 
 
-def from_cells(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of codes, count of present cells) of decrypted cells or cell sums, shape (n, CELL)."""
-    cells = np.asarray(cells, dtype=np.int64).reshape(-1, CELL)
-    weights = 2 ** (CHUNK_BITS * np.arange(N_CHUNKS, dtype=np.int64))
+def from_cells(
+    cells: np.ndarray, chunk_bits: int = CHUNK_BITS, n_chunks: int = N_CHUNKS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of codes, count of present cells) of decrypted cells or cell sums, shape (n, 1 + n_chunks)."""
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 1 + n_chunks)
+    weights = 2 ** (chunk_bits * np.arange(n_chunks, dtype=np.int64))
     return cells[:, 1:] @ weights, cells[:, 0]

@@ -25,7 +25,7 @@ import numpy as np
 from .._version import __version__
 from ._circuit import ARITY
 from ._encoding import KINDS
-from ._frame_data import AggregateItem, Column, KeyInfo
+from ._frame_data import AggregateItem, Column, KeyInfo, RowFilter
 from ._sealing import TAG_BYTES
 
 FORMAT = "fhe_sklearn.encrypted_dataframe"
@@ -67,7 +67,15 @@ def _column_record(c: Column, blobs: list[bytes]) -> dict:
         "sizes": [-1 if b is None else len(b) for b in c.cells],
         "tags": None if c.tags is None else [None if t is None else t.hex() for t in c.tags],
         "monotonic": c.monotonic,
+        "fingerprint": c.fingerprint,
+        "hits": None if c.hits is None else _blob_sizes(c.hits, blobs),
     }
+
+
+def _blob_sizes(cells: list[bytes | None], blobs: list[bytes]) -> list[int]:
+    """Sizes of optional cells (-1: none), the cells appended to ``blobs``."""
+    blobs += [b for b in cells if b is not None]
+    return [-1 if b is None else len(b) for b in cells]
 
 
 @dataclass
@@ -79,6 +87,7 @@ class FrameFile:
     info: KeyInfo
     columns: list[Column] = field(default_factory=list)
     sort_on: str | None = None
+    row_filter: RowFilter | None = None
     items: list[AggregateItem] = field(default_factory=list)
     key: Column | None = None
 
@@ -101,6 +110,10 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
     else:
         body = {"kind": "frame", "sort_on": frame.sort_on}
         body["columns"] = [_column_record(c, blobs) for c in frame._columns]
+        body["row_filter"] = None
+        if frame.row_filter is not None:
+            sizes = _blob_sizes(frame.row_filter.cells, blobs)
+            body["row_filter"] = {"sizes": sizes, "keep": frame.row_filter.keep.astype(int).tolist()}
         blobs += frame.info.zeros
         body["zeros"] = [len(z) for z in frame.info.zeros]
     try:
@@ -113,6 +126,7 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
         "versions": {"fhe_sklearn": __version__, "concrete-python": concrete},
         "key_id": frame.info.key_id,
         "circuit": frame.info.circuit,
+        "key_matching": frame.info.matching,
         **body,
     }
     cells = b"".join(blobs)
@@ -170,6 +184,9 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
             raise ValueError(f"{path}: bad signature (modified, or signed with another key)")
     try:
         take = _Reader(cells)
+        matching = manifest.get("key_matching", "tags")  # files of before private keys: tags
+        if matching not in ("tags", "fhe"):
+            raise ValueError(f"unknown key_matching {matching!r}")
         if manifest["kind"] == "aggregate":
             key = None if manifest["key"] is None else _column(manifest["key"], take)
             items = []
@@ -184,19 +201,21 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
                 raise ValueError("aggregates of different group counts")
         elif manifest["kind"] == "frame":
             columns = [_column(r, take) for r in manifest["columns"]]
-            if len(manifest["zeros"]) != ARITY - 1:
-                raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {ARITY - 1}")
+            row_filter = _row_filter(manifest.get("row_filter"), take, len(columns[0].cells) if columns else 0)
+            expected = ARITY - 1 if matching == "tags" else 3
+            if len(manifest["zeros"]) != expected:
+                raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {expected}")
         else:
             raise ValueError(f"unknown kind {manifest['kind']!r}")
         zeros = [take(size) for size in manifest["zeros"]]
         take.finish()
-        info = KeyInfo(_hex(manifest["key_id"], 32), _hex(manifest["circuit"], 64), keys, zeros)
+        info = KeyInfo(_hex(manifest["key_id"], 32), _hex(manifest["circuit"], 64), keys, zeros, matching)
         if manifest["kind"] == "aggregate":
             return FrameFile("aggregate", info, items=items, key=key)
         sort_on = manifest["sort_on"]
         if sort_on is not None and sort_on not in [c.name for c in columns]:
             raise ValueError("sort_on names no column")
-        return FrameFile("frame", info, columns=columns, sort_on=sort_on)
+        return FrameFile("frame", info, columns=columns, sort_on=sort_on, row_filter=row_filter)
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{path}: malformed frame.json ({str(err)[:200]})") from None
 
@@ -245,7 +264,28 @@ def _column(c: dict, take: _Reader) -> Column:
         tags = [None if t is None else bytes.fromhex(_hex(t, 2 * TAG_BYTES)) for t in tags]
     if not isinstance(c["monotonic"], bool):
         raise ValueError(f"column {c['name']!r}: bad monotonic flag")
-    return Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"])
+    fingerprint = c.get("fingerprint")
+    if fingerprint is not None:
+        fingerprint = _hex(fingerprint, 64)
+    hits = c.get("hits")
+    if hits is not None:
+        if not isinstance(hits, list) or len(hits) != len(sizes):
+            raise ValueError(f"column {c['name']!r}: bad match counts")
+        hits = [None if s == -1 else take(s) for s in hits]
+    column = Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"], fingerprint)
+    column.hits = hits
+    return column
+
+
+def _row_filter(record: Any, take: _Reader, rows: int) -> RowFilter | None:
+    if record is None:
+        return None
+    sizes, keep = record["sizes"], record["keep"]
+    if not isinstance(sizes, list) or len(sizes) != rows or not isinstance(keep, list) or len(keep) != rows:
+        raise ValueError("bad row filter")
+    if any(k not in (0, 1) or isinstance(k, bool) for k in keep):
+        raise ValueError("bad row filter")
+    return RowFilter([None if s == -1 else take(s) for s in sizes], np.asarray(keep, dtype=np.int64))
 
 
 def _hex(value: Any, length: int) -> str:

@@ -26,11 +26,17 @@ class Column:
     tags: list[bytes | None] | None = None
     #: key columns: whether the owner's keys are sorted (pandas joins sorted keys its own way)
     monotonic: bool = False
+    #: private key columns (``key_matching="fhe"``, no tags): a keyed digest of the encoding,
+    #: equal only for columns whose codes can be compared
+    fingerprint: str | None = None
+    #: object-dtype string columns a private merge picked: each row's encrypted match count
+    #: (None: not picked), so that the client tells pandas' join-introduced NaN from a None value
+    hits: list[bytes | None] | None = None
 
     @property
     def is_key(self) -> bool:
-        """Whether the column carries key tags (merges and group-bys may use it)."""
-        return self.tags is not None
+        """Whether merges (and, with tags, group-bys) may match on the column."""
+        return self.tags is not None or self.fingerprint is not None
 
     def take(self, rows: np.ndarray, name: str | None = None) -> Column:
         """The column's rows ``rows`` (-1: an empty cell)."""
@@ -39,7 +45,18 @@ class Column:
         picked = self.source[np.maximum(rows, 0)] if len(self.source) else np.zeros(len(rows), dtype=np.int16)
         source = np.where(rows >= 0, picked, -1).astype(np.int16)
         tags = None if self.tags is None else [self.tags[r] if r >= 0 else None for r in rows]
-        return Column(name or self.name, self.kind, self.dtype, list(self.encodings), source, cells, tags)
+        hits = None if self.hits is None else [self.hits[r] if r >= 0 else None for r in rows]
+        return Column(
+            name or self.name,
+            self.kind,
+            self.dtype,
+            list(self.encodings),
+            source,
+            cells,
+            tags,
+            fingerprint=self.fingerprint,
+            hits=hits,
+        )
 
 
 @dataclass
@@ -49,8 +66,20 @@ class KeyInfo:
     key_id: str
     circuit: str
     evaluation_keys: bytes = field(repr=False)
-    #: ARITY - 1 distinct encryptions of an all-zero cell, to pad sums
+    #: tags: ARITY - 1 distinct encryptions of an all-zero cell, to pad sums; fhe: the padding
+    #: of the join circuit's runs (``_private_merge.ZERO``, ``NEVER_KEY``, ``NO_HITS``)
     zeros: list[bytes] = field(repr=False)
+    #: how merges match keys: ``"tags"`` (keyed tags) or ``"fhe"`` (compared in FHE)
+    matching: str = "tags"
+
+
+@dataclass
+class RowFilter:
+    """Rows of a private-key merge that the client keeps: ``cells[i]`` is row i's encrypted
+    match count (None: always kept), kept when it decrypts to ``keep[i]``."""
+
+    cells: list[bytes | None]
+    keep: np.ndarray
 
 
 @dataclass

@@ -63,6 +63,20 @@ class Secrets:
             for t in texts
         ]
 
+    def key_seed(self, purpose: str) -> int:
+        """A 128-bit seed for FHE secret keys, derived from the secrets: owners who share the
+        secrets derive the same keys even if they generated them apart."""
+        digest = hmac.new(self._tag_key, b"fhe_sklearn.pandas.seed\0" + purpose.encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:16], "little")
+
+    def fingerprint(self, column: str, encoding: dict[str, Any]) -> str:
+        """A keyed digest of how column ``column`` maps values to codes (its dtype aside): equal
+        for two owners' key columns exactly when their codes can be compared."""
+        record = {k: v for k, v in encoding.items() if k != "dtype"}
+        body = json.dumps(record, sort_keys=True).encode()
+        text = b"fhe_sklearn.pandas.fingerprint\0%b\0%b" % (column.encode(), body)
+        return hmac.new(self._tag_key, text, hashlib.sha256).hexdigest()
+
     def seal(self, encoding: dict[str, Any]) -> str:
         """``encoding`` encrypted and authenticated (AES-GCM), as base64 text."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM

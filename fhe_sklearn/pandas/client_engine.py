@@ -10,15 +10,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _join_circuit as join
 from ._aggregate import EncryptedAggregate
 from ._circuit import ARITY, CELL, CLEAR, circuit_digest, clear_cell, from_cells, read_clear_cell, sum_circuit, to_cells
 from ._encoding import KEY_KINDS, decode, decode_sums, encode, fit_encoding, tag_text
 from ._frame_data import Column, KeyInfo
+from ._private_merge import NEVER_KEY, NO_HITS, ZERO
 from ._sealing import SECRETS_FILE, Secrets
 from .dataframe import EncryptedDataFrame
 
 KEYS_FILE = "fhe_keys"
 DIGEST_FILE = "circuit.sha256"
+#: the join circuit's keys (``key_matching="fhe"``), made on first use
+JOIN_KEYS_FILE = "fhe_join_keys"
+JOIN_DIGEST_FILE = "join_circuit.sha256"
+MATCHINGS = ("tags", "fhe")
+#: per matching: (circuit, digest, keys file, digest file, cell size, chunk bits, chunks, cell input)
+_CIRCUITS = {
+    "tags": (sum_circuit, circuit_digest, KEYS_FILE, DIGEST_FILE, CELL, 4, 4, 0),
+    "fhe": (join.join_circuit, join.join_digest, JOIN_KEYS_FILE, JOIN_DIGEST_FILE, join.CELL, 3, 6, join.CELL_INPUT),
+}
 
 
 def default_keys_path() -> Path:
@@ -49,7 +60,8 @@ class ClientEngine:
         self.keys_path = Path(keys_path).expanduser() if keys_path is not None else default_keys_path()
         self.fhe = fhe
         self._client = None
-        self._circuit = None
+        self._clients: dict[str, Any] = {}
+        self._codecs: dict[str, Any] = {}
         self._secrets: Secrets | None = None
         if keygen:
             self.keygen()
@@ -65,26 +77,41 @@ class ClientEngine:
             self._secrets.save(path)
         if self.fhe == "disable":
             return self
+        self._client = self._load_client("tags")
+        return self
+
+    def _load_client(self, matching: str) -> Any:
+        """The FHE client of one circuit, its keys loaded from ``keys_path`` or made there."""
         from concrete import fhe
 
-        circuit = sum_circuit()
-        client = fhe.Client(circuit.client.specs)
-        keys_file, digest_file = path / KEYS_FILE, path / DIGEST_FILE
+        circuit, digest, keys_name, digest_name = _CIRCUITS[matching][:4]
+        client = fhe.Client(circuit().client.specs)
+        keys_file, digest_file = self.keys_path / keys_name, self.keys_path / digest_name
         if keys_file.exists():
             written = digest_file.read_text().strip() if digest_file.exists() else None
-            if written != circuit_digest():
+            if written != digest():
                 raise ValueError(
-                    f"the keys in {path} were made for another data-frame circuit (another fhe_sklearn "
-                    "version): use a new keys_path"
+                    f"the keys in {self.keys_path} were made for another data-frame circuit (another "
+                    "fhe_sklearn version): use a new keys_path"
                 )
             client.keys.load(str(keys_file))
         else:
-            client.keygen(True)
+            # the join keys are made on first use, maybe by two owners apart after share_keys:
+            # derived from the shared secrets, so that both make the same secret keys
+            seed = self._ready().key_seed("join circuit") if matching == "fhe" else None
+            client.keygen(True, secret_seed=seed)
             client.keys.save(str(keys_file))
             os.chmod(keys_file, 0o600)
-            digest_file.write_text(circuit_digest() + "\n")
-        self._client = client
-        return self
+            digest_file.write_text(digest() + "\n")
+        return client
+
+    def _client_for(self, matching: str) -> Any:
+        """The FHE client of ``matching``'s circuit (None for clear engines)."""
+        if self._client is None:
+            return None
+        if matching not in self._clients:
+            self._clients[matching] = self._client if matching == "tags" else self._load_client(matching)
+        return self._clients[matching]
 
     @property
     def key_id(self) -> str:
@@ -96,7 +123,7 @@ class ClientEngine:
         self._ready()
         target = Path(path).expanduser()
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name in (KEYS_FILE, DIGEST_FILE, SECRETS_FILE):
+        for name in (KEYS_FILE, DIGEST_FILE, JOIN_KEYS_FILE, JOIN_DIGEST_FILE, SECRETS_FILE):
             if (self.keys_path / name).exists():
                 shutil.copy2(self.keys_path / name, target / name)
         return target
@@ -108,7 +135,11 @@ class ClientEngine:
 
     # -- encryption -----------------------------------------------------------------------
     def encrypt_from_pandas(
-        self, df: pd.DataFrame, keys: list[str] | str | None = None, schema: dict | None = None
+        self,
+        df: pd.DataFrame,
+        keys: list[str] | str | None = None,
+        schema: dict | None = None,
+        key_matching: str = "tags",
     ) -> EncryptedDataFrame:
         """Encrypt ``df``: every cell as its own ciphertext, ``keys`` columns also tagged.
 
@@ -117,20 +148,28 @@ class ClientEngine:
         df : DataFrame
             Columns of integers, bools, floats, strings or categoricals (unique string names).
         keys : list of str, optional
-            Columns that merges and group-bys may match on (integer, bool, string or
-            categorical). The server learns which of their cells are equal.
+            Columns that merges (and, with tags, group-bys) may match on (integer, bool or string).
         schema : dict, optional
             Per column: ``{"min": ..., "max": ...}`` (integers, floats: the declared range; two
             owners use the same so their codes agree) or ``{"categories": [...]}`` (strings).
+        key_matching : {"tags", "fhe"}
+            ``"tags"``: key cells carry keyed tags; merges move ciphertexts without any FHE
+            operation and group-bys work, but the server learns which key cells are equal.
+            ``"fhe"``: no tags; a merge compares every pair of keys in FHE and the server
+            learns nothing about which rows match (merges only; key values must be unique in
+            each frame, and both owners must give key columns the same ``schema``).
 
         Raises
         ------
         ValueError
-            Unsupported dtype, a value out of the declared range, a key column missing.
+            Unsupported dtype, a value out of the declared range, a key column missing, or
+            (``key_matching="fhe"``) a key column with repeated values.
         """
         secrets = self._ready()
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"encrypt_from_pandas takes a pandas DataFrame, got {type(df).__name__}")
+        if key_matching not in MATCHINGS:
+            raise ValueError(f"key_matching must be one of {list(MATCHINGS)}, got {key_matching!r}")
         names = list(df.columns)
         if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
             raise ValueError(f"column names must be unique strings, got {names}")
@@ -142,67 +181,99 @@ class ClientEngine:
         unknown = [c for c in schema if c not in names]
         if unknown:
             raise ValueError(f"schema names columns {unknown} that are not in the frame")
-        client = self._client
+        private = key_matching == "fhe"
+        chunk_bits, n_chunks = _CIRCUITS[key_matching][5:7]
+        client = self._client_for(key_matching)
         columns = []
         for name in names:
             series = df[name].reset_index(drop=True)
             encoding = fit_encoding(series, schema.get(name))
             codes, present = encode(series, encoding)
-            cells = [self._encrypt_cell(cell) for cell in to_cells(codes, present)]
-            tags = None
+            cells = [self._encrypt_cell(cell, key_matching) for cell in to_cells(codes, present, chunk_bits, n_chunks)]
+            tags = fingerprint = None
             if name in keys:
                 if encoding["kind"] not in KEY_KINDS:
                     why = "floats are not matched" if encoding["kind"] == "float" else "use its values as str"
                     raise ValueError(f"column {name!r} ({encoding['kind']}) cannot be a key: {why}")
-                tags = secrets.tags(name, [tag_text(v, encoding["kind"]) for v in series.astype(object)])
+                texts = [tag_text(v, encoding["kind"]) for v in series.astype(object)]
+                if private:
+                    repeated = pd.Series(texts)[pd.Series(texts).duplicated()].unique()
+                    if len(repeated):
+                        raise ValueError(
+                            f"key column {name!r} repeats values ({len(repeated)} of them, NaN counted as one "
+                            "value): key_matching='fhe' needs unique keys in each frame, use 'tags' otherwise"
+                        )
+                    fingerprint = secrets.fingerprint(name, encoding)
+                else:
+                    tags = secrets.tags(name, texts)
             source = np.zeros(len(series), dtype=np.int16)
             column = Column(name, encoding["kind"], encoding["dtype"], [secrets.seal(encoding)], source, cells, tags)
             column.monotonic = tags is not None and bool(series.is_monotonic_increasing) and not series.hasnans
+            column.fingerprint = fingerprint
             columns.append(column)
-        zeros = [self._encrypt_cell(np.zeros(CELL, dtype=np.int64)) for _ in range(ARITY - 1)]
-        if client is None:
-            info = KeyInfo(secrets.key_id, CLEAR, b"", zeros)
+        if private:
+            cell = np.zeros(join.CELL, dtype=np.int64)
+            never = cell.copy()
+            never[0] = join.NEVER
+            zeros = [None] * 3
+            zeros[ZERO], zeros[NEVER_KEY] = self._encrypt_cell(cell, "fhe"), self._encrypt_cell(never, "fhe")
+            zeros[NO_HITS] = self._encrypt_cell(cell, "fhe", count=True)
         else:
-            info = KeyInfo(secrets.key_id, circuit_digest(), client.evaluation_keys.serialize(), zeros)
+            zeros = [self._encrypt_cell(np.zeros(CELL, dtype=np.int64)) for _ in range(ARITY - 1)]
+        if client is None:
+            info = KeyInfo(secrets.key_id, CLEAR, b"", zeros, key_matching)
+        else:
+            digest = _CIRCUITS[key_matching][1]()
+            info = KeyInfo(secrets.key_id, digest, client.evaluation_keys.serialize(), zeros, key_matching)
         return EncryptedDataFrame(info, columns)
 
-    def _codec(self) -> Any:
+    def _codec(self, matching: str = "tags") -> Any:
         """concrete's client circuit, made once: ``Client.encrypt`` / ``decrypt`` rebuild it per
         call, which costs more than encrypting one cell (input and output types are the same)."""
-        if self._circuit is None:
+        if matching not in self._codecs:
             from concrete.compiler import ClientProgram
 
-            specs = self._client.specs.program_info
-            program = ClientProgram.create_encrypted(specs, self._client.keys._keyset)
-            self._circuit = program.get_client_circuit(specs.function_list()[0])
-        return self._circuit
+            client = self._client_for(matching)
+            specs = client.specs.program_info
+            program = ClientProgram.create_encrypted(specs, client.keys._keyset)
+            self._codecs[matching] = program.get_client_circuit(specs.function_list()[0])
+        return self._codecs[matching]
 
-    def _encrypt_cell(self, cell: np.ndarray) -> bytes:
+    def _encrypt_cell(self, cell: np.ndarray, matching: str = "tags", count: bool = False) -> bytes:
+        """One cell (or, ``count``, the join circuit's zero match count) encrypted."""
+        size, chunk_bits = _CIRCUITS[matching][4], _CIRCUITS[matching][5]
+        cell = np.asarray(cell, dtype=np.int64)
+        if cell.shape != (size,) or cell.min() < 0 or cell.max() >= 2**chunk_bits:  # to_cells makes them so
+            raise ValueError(f"internal error: bad cell {cell}")
         if self._client is None:
             return clear_cell(cell)
         from concrete.compiler import Value as RawValue
         from concrete.fhe import Value
 
-        cell = np.asarray(cell, dtype=np.int64)
-        if cell.shape != (CELL,) or cell.min() < 0 or cell.max() > 15:  # to_cells makes them so
-            raise ValueError(f"internal error: bad cell {cell}")
-        return Value(self._codec().prepare_input(RawValue(cell), 0)).serialize()
+        position = join.HITS_INPUT if count else _CIRCUITS[matching][7]
+        value = RawValue(int(cell[0])) if count else RawValue(cell)
+        return Value(self._codec(matching).prepare_input(value, position)).serialize()
 
     # -- decryption -----------------------------------------------------------------------
-    def _decrypt(self, blobs: list[bytes]) -> np.ndarray:
+    def _decrypt(self, blobs: list[bytes], matching: str = "tags", count: bool = False) -> np.ndarray:
+        size = _CIRCUITS[matching][4]
         if not blobs:
-            return np.zeros((0, CELL), dtype=np.int64)
+            return np.zeros((0, size), dtype=np.int64)
         if self._client is None:
-            return np.stack([read_clear_cell(b) for b in blobs])
+            cells = np.stack([read_clear_cell(b, size) for b in blobs])
+            return cells[:, 0] // join.HITS_SCALE if count else cells
         from concrete import fhe
 
-        codec = self._codec()
+        codec = self._codec(matching)
+        position = 0 if matching == "tags" else join.HITS_OUTPUT if count else join.CELL_OUTPUT
         try:
-            return np.stack(
-                [np.asarray(codec.process_output(fhe.Value.deserialize(b)._inner, 0).to_py_val()) for b in blobs]
+            values = np.stack(
+                [np.asarray(codec.process_output(fhe.Value.deserialize(b)._inner, position).to_py_val()) for b in blobs]
             )
         except RuntimeError as err:
             raise ValueError(f"malformed ciphertext in the frame: {str(err)[:200]}") from None
+        # a match count is held times HITS_SCALE
+        return values // join.HITS_SCALE if count else values
 
     def _check(self, info: KeyInfo) -> Secrets:
         secrets = self._ready()
@@ -214,14 +285,16 @@ class ClientEngine:
         if (info.circuit == CLEAR) != (self._client is None):
             modes = ("clear (fhe='disable')", "encrypted") if info.circuit == CLEAR else ("encrypted", "clear")
             raise ValueError(f"this frame is {modes[0]}, this engine is {modes[1]}")
-        if info.circuit != CLEAR and info.circuit != circuit_digest():
+        if info.circuit != CLEAR and info.circuit != _CIRCUITS[info.matching][1]():
             raise ValueError("this frame was written for another data-frame circuit (another fhe_sklearn version)")
         return secrets
 
-    def _decode_column(self, column: Column, secrets: Secrets) -> pd.Series:
+    def _decode_column(self, column: Column, secrets: Secrets, matching: str = "tags") -> pd.Series:
         encodings = [secrets.unseal(e, column.name) for e in column.encodings]
         rows = np.flatnonzero(column.source >= 0)
-        codes, present = from_cells(self._decrypt([column.cells[r] for r in rows]))
+        chunk_bits, n_chunks = _CIRCUITS[matching][5:7]
+        cells = self._decrypt([column.cells[r] for r in rows], matching)
+        codes, present = from_cells(cells, chunk_bits, n_chunks)
         parts = []
         for e, encoding in enumerate(encodings):
             mine = column.source[rows] == e
@@ -232,8 +305,22 @@ class ClientEngine:
         # rows a join left empty: NaN, with the dtype promotion pandas.merge applies
         if len(rows) < len(column.cells):
             values = values.reindex(np.arange(len(column.cells)))
-        # a column an earlier merge left gaps in keeps pandas' promoted dtype
-        return values if str(values.dtype) == column.dtype else values.astype(column.dtype)
+        if column.hits is not None:  # rows a private merge found no match for: pandas' NaN
+            counted = [i for i, c in enumerate(column.hits) if c is not None]
+            counts = self._decrypt([column.hits[i] for i in counted], matching, count=True).reshape(-1)
+            values = values.astype(object)
+            values[np.asarray(counted, dtype=np.int64)[counts == 0]] = np.nan
+        return values
+
+    @staticmethod
+    def _dtype(values: pd.Series, column: Column, private: bool) -> pd.Series:
+        """``values`` in the column's pandas dtype: a tagged column an earlier merge left gaps in
+        already names pandas' promoted dtype; a private merge's rows are only known after
+        decrypting, so NaN in an int or bool column promotes it then, as pandas.merge does."""
+        dtype = column.dtype
+        if private and values.isna().any():
+            dtype = {"int": "float64", "bool": "object"}.get(column.kind, dtype)
+        return values if str(values.dtype) == dtype else values.astype(dtype)
 
     def decrypt_to_pandas(self, encrypted: EncryptedDataFrame | EncryptedAggregate) -> pd.DataFrame | pd.Series:
         """The clear DataFrame of an encrypted frame (or the DataFrame / Series of an aggregate)."""
@@ -242,11 +329,18 @@ class ClientEngine:
         if not isinstance(encrypted, EncryptedDataFrame):
             raise TypeError(f"decrypt_to_pandas takes an encrypted frame, got {type(encrypted).__name__}")
         secrets = self._check(encrypted.info)
+        matching = encrypted.info.matching
+        keep = np.ones(len(encrypted), dtype=bool)
+        if encrypted.row_filter is not None:  # a private merge's rows that pandas does not keep
+            cells, wanted = encrypted.row_filter.cells, encrypted.row_filter.keep
+            counted = [i for i, c in enumerate(cells) if c is not None]
+            counts = self._decrypt([cells[i] for i in counted], matching, count=True)
+            keep[counted] = counts.reshape(-1) == wanted[counted]
         data = {}
         for column in encrypted._columns:
-            series = self._decode_column(column, secrets)
-            data[column.name] = series.reset_index(drop=True)
-        df = pd.DataFrame(data, index=pd.RangeIndex(len(encrypted)))
+            series = self._decode_column(column, secrets, matching)[keep].reset_index(drop=True)
+            data[column.name] = self._dtype(series, column, matching == "fhe")
+        df = pd.DataFrame(data, index=pd.RangeIndex(int(keep.sum())))
         if encrypted.sort_on is not None:
             df = df.sort_values(encrypted.sort_on, kind="stable", na_position="last").reset_index(drop=True)
         return df
@@ -265,7 +359,7 @@ class ClientEngine:
             values[item.name] = column
         if result.key is None:
             return pd.Series({name: v[0] for name, v in values.items()})
-        index = self._decode_column(result.key, secrets).reset_index(drop=True)
+        index = self._dtype(self._decode_column(result.key, secrets), result.key, False).reset_index(drop=True)
         df = pd.DataFrame({name: pd.Series(v) for name, v in values.items()})
         df.index = pd.Index(index, name=result.key.name)
         df = df[df.index.notna()]

@@ -4,7 +4,9 @@ What the server learns (see the README's "Encrypted data-frames"): the shape, co
 and dtypes, the equality pattern of key columns (which rows share a key value, within a frame
 and across frames of the same key set) -- hence the join's structure and group sizes --,
 which key cells are NaN and whether an owner's key column is sorted. It never sees a key
-value, a cell value, an offset, a scale or a category.
+value, a cell value, an offset, a scale or a category. Frames with private keys
+(``key_matching="fhe"``, :mod:`._private_merge`) hide the equality pattern too: only the
+shapes, names and dtypes remain.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pandas as pd
 
 from ._aggregate import EncryptedAggregate, aggregate
 from ._format import frame_bytes, read_frame_file, save_frame
-from ._frame_data import Column, KeyInfo
+from ._frame_data import Column, KeyInfo, RowFilter
 from ._merge import HOWS, plan_groups, plan_merge
+from ._private_merge import private_merge
 
 
 class EncryptedDataFrame:
@@ -32,20 +35,27 @@ class EncryptedDataFrame:
         The encrypted columns, all of the same length.
     sort_on : str or None
         Set on an outer merge: the client sorts the decrypted rows on this key, as pandas does.
+    row_filter : RowFilter or None
+        Set on a private-key inner or outer merge: which rows the client keeps after decrypting.
     """
 
     file_kind = "frame"
 
-    def __init__(self, info: KeyInfo, columns: list[Column], sort_on: str | None = None) -> None:
+    def __init__(
+        self, info: KeyInfo, columns: list[Column], sort_on: str | None = None, row_filter: RowFilter | None = None
+    ) -> None:
         lengths = {len(c.cells) for c in columns}
         if len(lengths) > 1:
             raise ValueError(f"columns of different lengths {sorted(lengths)}")
         names = [c.name for c in columns]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names {names}")
+        if row_filter is not None and len(row_filter.cells) != (len(columns[0].cells) if columns else 0):
+            raise ValueError("the row filter does not cover the frame's rows")
         self.info = info
         self._columns = columns
         self.sort_on = sort_on
+        self.row_filter = row_filter
 
     # -- pandas-like views --------------------------------------------------------------
     @property
@@ -68,8 +78,13 @@ class EncryptedDataFrame:
 
     @property
     def key_columns(self) -> list[str]:
-        """Columns encrypted with tags: the ones ``merge(on=...)`` and ``groupby`` accept."""
+        """Key columns: the ones ``merge(on=...)`` (and, tagged, ``groupby``) accept."""
         return [c.name for c in self._columns if c.is_key]
+
+    @property
+    def key_matching(self) -> str:
+        """``"tags"`` or ``"fhe"`` (see :meth:`ClientEngine.encrypt_from_pandas`)."""
+        return self.info.matching
 
     @property
     def schema(self) -> pd.DataFrame:
@@ -110,8 +125,13 @@ class EncryptedDataFrame:
                 f"column {name!r} was not encrypted as a key column, so it cannot be matched: "
                 f"encrypt it with encrypt_from_pandas(df, keys=[{name!r}]) (key columns: {self.key_columns})"
             )
-        if any(t is None for t in column.tags):
+        if column.tags is not None and any(t is None for t in column.tags):
             raise ValueError(f"key column {name!r} has cells a join left empty: it cannot be matched again")
+        if what == "groupby" and column.tags is None:
+            raise ValueError(
+                f"column {name!r} is a private key (key_matching='fhe'): the server cannot group rows it "
+                "cannot tell apart; encrypt with key_matching='tags' to group by it"
+            )
         return column
 
     # -- server-side operations -----------------------------------------------------------
@@ -120,8 +140,11 @@ class EncryptedDataFrame:
     ) -> EncryptedDataFrame:
         """Merge with ``other`` as ``pandas.merge(self, other, how=how, on=on)``, on ciphertexts.
 
-        The rows are matched on the key tags and the encrypted cells are moved, not decrypted:
-        no FHE computation is needed, and decrypting gives ``pandas.merge`` of the clear frames.
+        Tagged keys: the rows are matched on the key tags and the encrypted cells are moved, not
+        decrypted (no FHE computation). Private keys (``key_matching="fhe"``): every pair of
+        keys is compared in FHE and each row gets the other frame's matching cells, so the
+        server learns nothing about matches. Either way, decrypting gives ``pandas.merge`` of
+        the clear frames.
 
         Raises
         ------
@@ -136,6 +159,8 @@ class EncryptedDataFrame:
         check_same_keys(self, other)
         if self.sort_on is not None or other.sort_on is not None:
             raise ValueError("an outer merge's rows are ordered when decrypted: decrypt it before merging it again")
+        if self.row_filter is not None or other.row_filter is not None:
+            raise ValueError("a private inner or outer merge's rows are chosen when decrypted: decrypt it first")
         if on is None:
             common = [c for c in self.columns if c in set(other.columns)]
             if len(common) != 1:
@@ -152,6 +177,9 @@ class EncryptedDataFrame:
         names = pd.merge(
             pd.DataFrame(columns=self.columns), pd.DataFrame(columns=other.columns), on=on, suffixes=suffixes
         ).columns
+        if self.info.matching == "fhe":
+            columns, row_filter = private_merge(self, other, how, on, list(names))
+            return EncryptedDataFrame(self.info, columns, on if how == "outer" else None, row_filter)
         dtype = left_key.dtype if left_key.kind == "str" else "int"
         li, ri = plan_merge(left_key.tags, right_key.tags, how, dtype, (left_key.monotonic, right_key.monotonic))
         columns = [c.take(li) for c in self._columns] + [c.take(ri) for c in other._columns if c.name != on]
@@ -175,6 +203,11 @@ class EncryptedDataFrame:
 
     def agg(self, func: str | dict[str, str], columns: list[str] | None = None) -> EncryptedAggregate:
         """Column aggregates over all rows (``sum``, ``count``, ``mean``); decrypts to a Series."""
+        if self.info.matching == "fhe":
+            raise ValueError(
+                "aggregates run on frames encrypted with key_matching='tags' (their cells are the sum "
+                "circuit's); this frame's cells are the private-key join circuit's"
+            )
         selected = [self.column(c) for c in columns] if columns is not None else list(self._columns)
         pairs = _pairs(selected, func, self)
         groups = [np.arange(len(self))]
@@ -206,7 +239,7 @@ class EncryptedDataFrame:
         """Read a frame written by :meth:`save` (a path, or the file's bytes), checking its
         format version, integrity (a modified file is refused) and, with ``verify_key``, signature."""
         contents = read_frame_file(path, verify_key, "frame")
-        return cls(contents.info, contents.columns, sort_on=contents.sort_on)
+        return cls(contents.info, contents.columns, sort_on=contents.sort_on, row_filter=contents.row_filter)
 
 
 class EncryptedGroupBy:
@@ -279,6 +312,11 @@ def check_same_keys(*frames: EncryptedDataFrame) -> None:
                 f"{first.key_id[:8]}… and {frame.info.key_id[:8]}…): both owners must encrypt with "
                 "the same key directory (see ClientEngine.share_keys)"
             )
+        if frame.info.matching != first.matching:
+            raise ValueError(
+                f"one frame's keys are matched by {first.matching}, the other's by {frame.info.matching}: "
+                "encrypt both with the same key_matching"
+            )
         if frame.info.circuit != first.circuit:
             raise ValueError("the frames were written by fhe_sklearn versions with different circuits")
 
@@ -289,4 +327,4 @@ def load(path: str | Path | bytes, verify_key: Any = None) -> EncryptedDataFrame
     contents = read_frame_file(path, verify_key)
     if contents.kind == "aggregate":
         return EncryptedAggregate(contents.info, contents.items, contents.key)
-    return EncryptedDataFrame(contents.info, contents.columns, sort_on=contents.sort_on)
+    return EncryptedDataFrame(contents.info, contents.columns, sort_on=contents.sort_on, row_filter=contents.row_filter)
