@@ -260,6 +260,9 @@ def encrypt_frame_command(args: argparse.Namespace) -> Path:
             schema[column] = {"min": number(low), "max": number(high)}
         except ValueError:
             raise SystemExit(f"--range takes COLUMN=MIN:MAX, got {spec!r}") from None
+    for spec in args.categories:
+        column, _, values = spec.partition("=")
+        schema[column] = {"categories": values.split(",")}
     engine = ClientEngine(args.keys_dir or None)
     try:
         encrypted = engine.encrypt_from_pandas(frame, keys=args.key, schema=schema, key_matching=args.key_matching)
@@ -341,6 +344,13 @@ def _frame_commands(commands: Any) -> None:
         metavar="COLUMN=MIN:MAX",
         help="declared range of an integer or float column (repeatable; owners whose keys are compared in FHE "
         "give their key column the same)",
+    )
+    e.add_argument(
+        "--categories",
+        action="append",
+        default=[],
+        metavar="COLUMN=A,B,...",
+        help="declared categories of a string column (repeatable; as --range, for string keys compared in FHE)",
     )
     e.add_argument("--output", required=True, help="encrypted frame file to write (.fhedf)")
     e.add_argument("--signing-key-file", default=None, help="sign the file with this shared HMAC key")

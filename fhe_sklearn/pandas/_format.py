@@ -29,8 +29,10 @@ from ._frame_data import AggregateItem, Column, KeyInfo, RowFilter
 from ._sealing import TAG_BYTES
 
 FORMAT = "fhe_sklearn.encrypted_dataframe"
-#: version of the layout; any fhe_sklearn writing the same version reads it
-FORMAT_VERSION = 1
+#: version of the layout; any fhe_sklearn writing the same version reads it. 2: frames with
+#: private keys (``key_matching="fhe"``); frames with tags are still written as version 1
+FORMAT_VERSION = 2
+READS = (1, 2)
 MEMBERS = ("frame.json", "cells.bin", "evaluation_keys.bin")
 MAX_JSON_BYTES = 256 * 2**20
 MAX_BYTES = 4 * 2**30
@@ -56,7 +58,7 @@ def _mac(key: Any, digest: str) -> str:
     return hmac.new(bytes(key), f"fhe_sklearn.pandas.frame\0{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-def _column_record(c: Column, blobs: list[bytes]) -> dict:
+def _column_record(c: Column, blobs: list[bytes], pool: dict[bytes, int] | None = None) -> dict:
     blobs += [b for b in c.cells if b is not None]
     return {
         "name": c.name,
@@ -68,14 +70,14 @@ def _column_record(c: Column, blobs: list[bytes]) -> dict:
         "tags": None if c.tags is None else [None if t is None else t.hex() for t in c.tags],
         "monotonic": c.monotonic,
         "fingerprint": c.fingerprint,
-        "hits": None if c.hits is None else _blob_sizes(c.hits, blobs),
+        "hits": None if c.hits is None else _pooled(c.hits, pool),
     }
 
 
-def _blob_sizes(cells: list[bytes | None], blobs: list[bytes]) -> list[int]:
-    """Sizes of optional cells (-1: none), the cells appended to ``blobs``."""
-    blobs += [b for b in cells if b is not None]
-    return [-1 if b is None else len(b) for b in cells]
+def _pooled(cells: list[bytes | None], pool: dict[bytes, int]) -> list[int]:
+    """Indices of optional cells in ``pool`` (-1: none), added to it: a private merge's match
+    counts are shared by all the columns it picked and its row filter, and stored once."""
+    return [-1 if b is None else pool.setdefault(b, len(pool)) for b in cells]
 
 
 @dataclass
@@ -109,11 +111,14 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
         body.update(items=items, zeros=[])
     else:
         body = {"kind": "frame", "sort_on": frame.sort_on}
-        body["columns"] = [_column_record(c, blobs) for c in frame._columns]
+        pool: dict[bytes, int] = {}
+        body["columns"] = [_column_record(c, blobs, pool) for c in frame._columns]
         body["row_filter"] = None
         if frame.row_filter is not None:
-            sizes = _blob_sizes(frame.row_filter.cells, blobs)
-            body["row_filter"] = {"sizes": sizes, "keep": frame.row_filter.keep.astype(int).tolist()}
+            cells = _pooled(frame.row_filter.cells, pool)
+            body["row_filter"] = {"cells": cells, "keep": frame.row_filter.keep.astype(int).tolist()}
+        body["counts"] = [len(b) for b in pool]
+        blobs += list(pool)
         blobs += frame.info.zeros
         body["zeros"] = [len(z) for z in frame.info.zeros]
     try:
@@ -122,7 +127,7 @@ def save_frame(frame: Any, path: Path | io.BytesIO, signing_key: Any = None) -> 
         concrete = "unknown"
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if frame.info.matching == "tags" else FORMAT_VERSION,
         "versions": {"fhe_sklearn": __version__, "concrete-python": concrete},
         "key_id": frame.info.key_id,
         "circuit": frame.info.circuit,
@@ -161,13 +166,13 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
         raise ValueError(f"{path}: frame.json is not valid JSON ({str(err)[:100]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not an encrypted data-frame file")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READS:
         written = (
             manifest.get("versions", {}).get("fhe_sklearn") if isinstance(manifest.get("versions"), dict) else None
         )
         raise ValueError(
             f"{path} has format version {manifest.get('format_version')!r} (written by fhe_sklearn {written!r}); "
-            f"this fhe_sklearn {__version__} reads version {FORMAT_VERSION}"
+            f"this fhe_sklearn {__version__} reads versions {list(READS)}"
         )
     cells, keys = members["cells.bin"], members["evaluation_keys.bin"]
     try:
@@ -185,10 +190,10 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
     try:
         take = _Reader(cells)
         matching = manifest.get("key_matching", "tags")  # files of before private keys: tags
-        if matching not in ("tags", "fhe"):
-            raise ValueError(f"unknown key_matching {matching!r}")
+        if (matching, manifest["format_version"]) not in (("tags", 1), ("fhe", 2)):
+            raise ValueError(f"key_matching {matching!r} in a version {manifest['format_version']} file")
         if manifest["kind"] == "aggregate":
-            key = None if manifest["key"] is None else _column(manifest["key"], take)
+            key = None if manifest["key"] is None else _column(manifest["key"], take, matching)
             items = []
             for r in manifest["items"]:
                 if r["func"] not in ("sum", "count", "mean") or r["kind"] not in KINDS:
@@ -200,8 +205,13 @@ def load_frame(source: Path | bytes, verify_key: Any = None) -> FrameFile:
             if len(groups) != 1:
                 raise ValueError("aggregates of different group counts")
         elif manifest["kind"] == "frame":
-            columns = [_column(r, take) for r in manifest["columns"]]
-            row_filter = _row_filter(manifest.get("row_filter"), take, len(columns[0].cells) if columns else 0)
+            columns = [_column(r, take, matching) for r in manifest["columns"]]
+            counts = [take(size) for size in manifest.get("counts", [])]
+            row_filter = _row_filter(manifest.get("row_filter"), counts, len(columns[0].cells) if columns else 0)
+            for column in columns:
+                column.hits = None if column.hits is None else _unpool(column.hits, counts)
+            if matching == "tags" and (counts or row_filter is not None):
+                raise ValueError("match counts in a frame with tags")
             expected = ARITY - 1 if matching == "tags" else 3
             if len(manifest["zeros"]) != expected:
                 raise ValueError(f"{len(manifest['zeros'])} zero cells, expected {expected}")
@@ -245,7 +255,7 @@ def _weight(value: Any) -> int:
     return value
 
 
-def _column(c: dict, take: _Reader) -> Column:
+def _column(c: dict, take: _Reader, matching: str) -> Column:
     if c["kind"] not in KINDS or not isinstance(c["name"], str) or not isinstance(c["dtype"], str):
         raise ValueError("bad column record")
     sizes, encodings = c["sizes"], c["encodings"]
@@ -268,24 +278,30 @@ def _column(c: dict, take: _Reader) -> Column:
     if fingerprint is not None:
         fingerprint = _hex(fingerprint, 64)
     hits = c.get("hits")
-    if hits is not None:
-        if not isinstance(hits, list) or len(hits) != len(sizes):
-            raise ValueError(f"column {c['name']!r}: bad match counts")
-        hits = [None if s == -1 else take(s) for s in hits]
+    if hits is not None and (not isinstance(hits, list) or len(hits) != len(sizes)):
+        raise ValueError(f"column {c['name']!r}: bad match counts")
+    if (tags is not None and matching != "tags") or ((fingerprint or hits) is not None and matching != "fhe"):
+        raise ValueError(f"column {c['name']!r}: tags, fingerprints or match counts of another key matching")
     column = Column(c["name"], c["kind"], c["dtype"], encodings, source, row_cells, tags, c["monotonic"], fingerprint)
-    column.hits = hits
+    column.hits = hits  # pool indices until the counts are read
     return column
 
 
-def _row_filter(record: Any, take: _Reader, rows: int) -> RowFilter | None:
+def _unpool(indices: list[Any], counts: list[bytes]) -> list[bytes | None]:
+    if not all(type(i) is int and -1 <= i < len(counts) for i in indices):
+        raise ValueError("bad match-count index")
+    return [None if i == -1 else counts[i] for i in indices]
+
+
+def _row_filter(record: Any, counts: list[bytes], rows: int) -> RowFilter | None:
     if record is None:
         return None
-    sizes, keep = record["sizes"], record["keep"]
-    if not isinstance(sizes, list) or len(sizes) != rows or not isinstance(keep, list) or len(keep) != rows:
+    cells, keep = record["cells"], record["keep"]
+    if not isinstance(cells, list) or len(cells) != rows or not isinstance(keep, list) or len(keep) != rows:
         raise ValueError("bad row filter")
-    if any(k not in (0, 1) or isinstance(k, bool) for k in keep):
+    if not all(type(k) is int and k in (0, 1) for k in keep):
         raise ValueError("bad row filter")
-    return RowFilter([None if s == -1 else take(s) for s in sizes], np.asarray(keep, dtype=np.int64))
+    return RowFilter(_unpool(cells, counts), np.asarray(keep, dtype=np.int64))
 
 
 def _hex(value: Any, length: int) -> str:

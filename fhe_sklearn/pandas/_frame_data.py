@@ -29,8 +29,8 @@ class Column:
     #: private key columns (``key_matching="fhe"``, no tags): a keyed digest of the encoding,
     #: equal only for columns whose codes can be compared
     fingerprint: str | None = None
-    #: object-dtype string columns a private merge picked: each row's encrypted match count
-    #: (None: not picked), so that the client tells pandas' join-introduced NaN from a None value
+    #: columns a private merge picked from the other frame: each row's encrypted match count
+    #: (None: a row not picked), so that the client tells a gap from a missing value
     hits: list[bytes | None] | None = None
 
     @property

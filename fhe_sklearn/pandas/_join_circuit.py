@@ -9,7 +9,7 @@ of matches and the sum of the matched right value cells, each added to a running
 the blocks before (``hits``, ``acc``; refreshed by a lookup so that chaining runs does not grow
 their noise). With keys unique in each frame, that is the matched row's cell, or an all-zero
 (NaN) cell. The circuit is composable (outputs are valid inputs and decrypt as inputs do), so
-totals chain across blocks and a merged frame's cells can be merged again.
+the totals chain across blocks.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ outer merge one per left row and one per right row. Each row's values from the o
 the sum of that frame's cells over its matching rows (one at most: keys are unique in each
 frame, as the owners check when they encrypt). Rows of an inner or outer merge that pandas
 would not keep carry their encrypted match count (a :class:`RowFilter`): the client drops them
-after decrypting, then sorts an outer merge's rows on the key, as pandas does.
+after decrypting, then sorts an outer merge's rows on the key, as pandas does. Every private
+merge's result is final (its row filter says so): pandas' dtypes after a merge depend on
+whether some row found no match, which only the client learns, when it decrypts.
 """
 
 from __future__ import annotations
@@ -92,19 +94,16 @@ def match_rows(
 
 
 def check_private_keys(left: Column, right: Column) -> None:
-    """Refuse keys the circuit cannot compare: encoded differently, or with empty cells."""
+    """Refuse keys whose codes cannot be compared: encoded differently."""
     if left.fingerprint != right.fingerprint:
         raise ValueError(
             f"key column {left.name!r} is encoded differently in the two frames, so its codes cannot be "
             f"compared: both owners must encrypt it with the same schema, e.g. schema={{{left.name!r}: "
             "{'min': ..., 'max': ...}} for integers or {'categories': [...]} for strings"
         )
-    for column in (left, right):
-        if any(c is None for c in column.cells) or len(column.encodings) != 1:
-            raise ValueError(f"key column {column.name!r} holds rows an outer merge added: decrypt it first")
 
 
-def private_merge(left: Any, right: Any, how: str, on: str, names: list[str]) -> tuple[list[Column], RowFilter | None]:
+def private_merge(left: Any, right: Any, how: str, on: str, names: list[str]) -> tuple[list[Column], RowFilter]:
     """The columns (named ``names``, pandas' order) and row filter of a private-key merge."""
     lkey, rkey = left.column(on), right.column(on)
     check_private_keys(lkey, rkey)
@@ -119,11 +118,13 @@ def private_merge(left: Any, right: Any, how: str, on: str, names: list[str]) ->
         hits, picked = match_rows(right.info, rkey.cells, left.info, lkey.cells, lvalues)
         lcols = picked_columns(lvalues, picked)
         lcols.insert(key_index, rkey.take(np.arange(len(rkey.cells))))
-        columns, row_filter = lcols + [c.take(np.arange(len(c.cells))) for c in rvalues], None
+        columns = lcols + [c.take(np.arange(len(c.cells))) for c in rvalues]
+        row_filter = RowFilter([None] * len(hits), np.ones(len(hits), dtype=np.int64))
     else:
         hits, picked = match_rows(left.info, lkey.cells, right.info, rkey.cells, rvalues)
         columns = [c.take(np.arange(len(c.cells))) for c in left._columns] + picked_columns(rvalues, picked)
-        row_filter = RowFilter(list(hits), np.ones(len(hits), dtype=np.int64)) if how == "inner" else None
+        kept = list(hits) if how == "inner" else [None] * len(hits)
+        row_filter = RowFilter(kept, np.ones(len(hits), dtype=np.int64))
         if how == "outer":  # then every right row, kept where no left row matched it
             right_hits, _ = match_rows(right.info, rkey.cells, left.info, lkey.cells, [])
             n_left, n_right = len(lkey.cells), len(rkey.cells)
@@ -144,15 +145,13 @@ def private_merge(left: Any, right: Any, how: str, on: str, names: list[str]) ->
 
 
 def _picked(column: Column, cells: list[bytes], hits: list[bytes]) -> Column:
-    """The other frame's column as picked cells (NaN where no row matched)."""
-    if len(set(column.encodings[i] for i in set(column.source.tolist()) if i >= 0)) > 1:
-        raise ValueError(f"column {column.name!r} joins cells of two encodings: decrypt it before merging again")
+    """The other frame's column as picked cells (NaN where no row matched); frames merged are
+    never merge results, so the column has one encoding."""
     source = np.zeros(len(cells), dtype=np.int16)
-    used = column.source[column.source >= 0]
-    encodings = [column.encodings[int(used[0])] if used.size else column.encodings[0]]
-    # in an object column a picked None and pandas' NaN of an unmatched row differ: keep the counts
-    counts = list(hits) if column.dtype == "object" else None
-    return Column(column.name, column.kind, column.dtype, encodings, source, list(cells), hits=counts)
+    encodings = [column.encodings[0]]
+    # the counts tell the client an unmatched row (a gap: NaN, dtype promoted as pandas does)
+    # from a matched row's missing value (None stays None in an object column)
+    return Column(column.name, column.kind, column.dtype, encodings, source, list(cells), hits=list(hits))
 
 
 def _concat(top: Column, bottom: Column) -> Column:

@@ -197,6 +197,14 @@ class ClientEngine:
                     raise ValueError(f"column {name!r} ({encoding['kind']}) cannot be a key: {why}")
                 texts = [tag_text(v, encoding["kind"]) for v in series.astype(object)]
                 if private:
+                    needed = {"int": ("min", "max"), "str": ("categories",)}.get(encoding["kind"], ())
+                    if not all(k in schema.get(name, {}) for k in needed):
+                        declared = ", ".join(f"{k!r}: ..." for k in needed)
+                        raise ValueError(
+                            f"key column {name!r} needs a declared schema with key_matching='fhe' "
+                            f"(schema={{{name!r}: {{{declared}}}}}, the same for both owners): a default "
+                            "encoding follows the values, and the server would see which frames share them"
+                        )
                     repeated = pd.Series(texts)[pd.Series(texts).duplicated()].unique()
                     if len(repeated):
                         raise ValueError(
@@ -275,6 +283,16 @@ class ClientEngine:
         # a match count is held times HITS_SCALE
         return values // join.HITS_SCALE if count else values
 
+    def _counts(self, blobs: list[bytes], matching: str) -> np.ndarray:
+        """Decrypted match counts of a private merge: 0 or 1, as keys are unique."""
+        counts = self._decrypt(blobs, matching, count=True).reshape(-1)
+        if counts.size and (counts.min() < 0 or counts.max() > 1):
+            raise ValueError(
+                "a private merge matched a key more than once: a frame's keys were not unique "
+                "(a file modified after its owner encrypted it?)"
+            )
+        return counts
+
     def _check(self, info: KeyInfo) -> Secrets:
         secrets = self._ready()
         if info.key_id != secrets.key_id:
@@ -295,6 +313,13 @@ class ClientEngine:
         chunk_bits, n_chunks = _CIRCUITS[matching][5:7]
         cells = self._decrypt([column.cells[r] for r in rows], matching)
         codes, present = from_cells(cells, chunk_bits, n_chunks)
+        if column.hits is not None:  # picked by a private merge: unmatched rows are gaps
+            counted = np.array([i for i, c in enumerate(column.hits) if c is not None], dtype=np.int64)
+            counts = self._counts([column.hits[i] for i in counted], matching)
+            gap = np.zeros(len(column.cells), dtype=bool)
+            gap[counted] = counts == 0
+            keep = ~gap[rows]
+            rows, codes, present = rows[keep], codes[keep], present[keep]
         parts = []
         for e, encoding in enumerate(encodings):
             mine = column.source[rows] == e
@@ -305,11 +330,6 @@ class ClientEngine:
         # rows a join left empty: NaN, with the dtype promotion pandas.merge applies
         if len(rows) < len(column.cells):
             values = values.reindex(np.arange(len(column.cells)))
-        if column.hits is not None:  # rows a private merge found no match for: pandas' NaN
-            counted = [i for i, c in enumerate(column.hits) if c is not None]
-            counts = self._decrypt([column.hits[i] for i in counted], matching, count=True).reshape(-1)
-            values = values.astype(object)
-            values[np.asarray(counted, dtype=np.int64)[counts == 0]] = np.nan
         return values
 
     @staticmethod
@@ -334,8 +354,7 @@ class ClientEngine:
         if encrypted.row_filter is not None:  # a private merge's rows that pandas does not keep
             cells, wanted = encrypted.row_filter.cells, encrypted.row_filter.keep
             counted = [i for i, c in enumerate(cells) if c is not None]
-            counts = self._decrypt([cells[i] for i in counted], matching, count=True)
-            keep[counted] = counts.reshape(-1) == wanted[counted]
+            keep[counted] = self._counts([cells[i] for i in counted], matching) == wanted[counted]
         data = {}
         for column in encrypted._columns:
             series = self._decode_column(column, secrets, matching)[keep].reset_index(drop=True)

@@ -36,7 +36,7 @@ class EncryptedDataFrame:
     sort_on : str or None
         Set on an outer merge: the client sorts the decrypted rows on this key, as pandas does.
     row_filter : RowFilter or None
-        Set on a private-key inner or outer merge: which rows the client keeps after decrypting.
+        Set on a private-key merge: which rows the client keeps after decrypting.
     """
 
     file_kind = "frame"
@@ -160,7 +160,10 @@ class EncryptedDataFrame:
         if self.sort_on is not None or other.sort_on is not None:
             raise ValueError("an outer merge's rows are ordered when decrypted: decrypt it before merging it again")
         if self.row_filter is not None or other.row_filter is not None:
-            raise ValueError("a private inner or outer merge's rows are chosen when decrypted: decrypt it first")
+            raise ValueError(
+                "a private-key merge's result is final (its rows and dtypes are settled when decrypted): "
+                "decrypt it before merging again"
+            )
         if on is None:
             common = [c for c in self.columns if c in set(other.columns)]
             if len(common) != 1:
