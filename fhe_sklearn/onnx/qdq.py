@@ -29,6 +29,7 @@ class Grid:
     qmax: int
 
     def quantizer(self, node: Any) -> UniformQuantizer:
+        """The grid as the circuit's unsigned quantizer (``node`` names it in errors)."""
         span = self.qmax - self.qmin + 1
         n_bits = span.bit_length() - 1
         if span != 2**n_bits or not 1 <= n_bits <= MAX_BIT_WIDTH:

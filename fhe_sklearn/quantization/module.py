@@ -14,7 +14,9 @@ from concrete import fhe
 from .base_op import QuantizedOp, TensorSpec
 from .compile_options import resolve_compile_options
 from .execution import forget_circuit, get_backend
+from .integer_ops import QuantizedTruncate
 from .quantizers import UniformQuantizer, check_finite, extreme_rows
+from .wide_lookup import wide_lookup
 
 #: rows of the calibration set used to trace the circuit; bit-widths come from static
 #: worst-case bounds (hints), so more rows would only slow compilation down
@@ -174,6 +176,10 @@ class QuantizedModule:
     def _op(self, name: str) -> QuantizedOp:
         return next(op for op in self.ops if op.name == name)
 
+    def _truncated(self, name: str) -> bool:
+        """Whether value ``name`` comes out of a bit truncation."""
+        return isinstance(next((op for op in self.ops if op.name == name), None), QuantizedTruncate)
+
     def _select(self, values: list[Any]) -> Any:
         """One value for a single-output (or single-input) module, else the tuple."""
         return values[0] if len(values) == 1 else tuple(values)
@@ -252,7 +258,16 @@ class QuantizedModule:
                 if tracing and getattr(head, "lookup_bits", None):
                     width = max(head.lookup_bits, head.input_specs[0].bit_width)
                     args[0] = fhe.hint(args[0], bit_width=width)
-                out = fhe.univariate(table)(args[0]) if tracing else table(args[0])
+                wide = None
+                # a wide exact table as narrower lookups (not after a truncation: the lookup
+                # then reads only the bits left)
+                if tracing and not self._truncated(head.inputs[0]):
+                    spec = head.input_specs[0]
+                    wide = wide_lookup(args[0], table, int(np.min(spec.lo)), int(np.max(spec.hi)))
+                if wide is not None:
+                    out = wide
+                else:
+                    out = fhe.univariate(table)(args[0]) if tracing else table(args[0])
             elif len(group) > 1:
                 out = args[0]
                 for op in group:  # leveled elementwise ops: no lookup

@@ -90,8 +90,9 @@ def compile_brevitas_qat_model(
     n_bits : int or dict, default=8
         For the values without a learned grid only.
     rounding_threshold_bits : int or None, default=None
-        None (as Concrete ML): every lookup reads its full accumulator, so the circuit
-        computes brevitas' integer model exactly. An int truncates accumulators to that many
+        None (as Concrete ML): every lookup computes its table of the full accumulator, so the
+        circuit computes brevitas' integer model exactly (a wide table as narrower lookups,
+        :mod:`fhe_sklearn.quantization.wide_lookup`). An int truncates accumulators to that many
         bits before their lookups: faster, no longer bit-exact.
     output_onnx_file : str or Path, optional
         Also keep the exported ONNX there.
