@@ -112,20 +112,38 @@ def private(left_rows: int) -> dict:
         decrypt = time.perf_counter() - start
         pd.testing.assert_frame_equal(clear, pd.merge(left.head(left_rows), right, how="left", on="id"))
         merged_bytes = merged.save(Path(tmp) / "m.fhedf").stat().st_size
-    scale = N_ROWS / left_rows
     keys = len(enc_left.info.evaluation_keys)
+    row = _scaled_row(left_rows, keygen, encrypt, frame_bytes, keys, elapsed, decrypt, merged_bytes)
     return {
         "library": "fhe_sklearn, key_matching='fhe'",
         "values": "ints < 2^16 (6 chunks of 3 bits)",
+        **row,
+        "merge_equals_pandas": True,
+    }
+
+
+def _scaled_row(
+    left_rows: int,
+    keygen: float,
+    encrypt: float,
+    frame_bytes: int,
+    keys: int,
+    merge: float,
+    decrypt: float,
+    merged_bytes: int,
+) -> dict:
+    """The figures of an FHE merge timed on ``left_rows`` left rows, scaled to N_ROWS (each
+    left row costs the same; a merged file holds the evaluation keys once, then its rows)."""
+    scale = N_ROWS / left_rows
+    return {
         "keygen_s": round(keygen, 2),
         "encrypt_s_per_frame": round(encrypt, 2),
         "frame_bytes_on_disk": frame_bytes,
         "evaluation_key_bytes": keys,
-        "merge_left_s": round(elapsed * scale, 1),
-        "merge_left_measured": f"{elapsed:.1f} s on {left_rows} x {N_ROWS} rows, x{scale:g}",
+        "merge_left_s": round(merge * scale, 1),
+        "merge_left_measured": f"{merge:.1f} s on {left_rows} x {N_ROWS} rows, x{scale:g}",
         "decrypt_merged_s": round(decrypt * scale, 2),
         "merged_bytes_on_disk": int(keys + (merged_bytes - keys) * scale),
-        "merge_equals_pandas": True,
     }
 
 
@@ -155,19 +173,10 @@ def cml_side(left_rows: int) -> dict:
         merged.save(Path(tmp) / "merged")
         merged_bytes = (Path(tmp) / "merged.zip").stat().st_size
         load_encrypted_dataframe(Path(tmp) / "left.zip")
-    scale = N_ROWS / left_rows
     return {
         "library": "Concrete ML 1.9",
         "values": "ints in [1, 15] (its limit)",
-        "keygen_s": round(keygen, 2),
-        "encrypt_s_per_frame": round(encrypt, 2),
-        "frame_bytes_on_disk": frame_bytes,
-        "evaluation_key_bytes": evk,
-        "merge_left_s": round(elapsed * scale, 1),
-        "merge_left_measured": f"{elapsed:.1f} s on {left_rows} x {N_ROWS} rows, x{scale:g}",
-        "decrypt_merged_s": round(decrypt * scale, 2),
-        # the merged file holds the evaluation keys once and the ciphertexts of its rows
-        "merged_bytes_on_disk": int(evk + (merged_bytes - evk) * scale),
+        **_scaled_row(left_rows, keygen, encrypt, frame_bytes, evk, elapsed, decrypt, merged_bytes),
     }
 
 
