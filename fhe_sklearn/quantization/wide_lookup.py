@@ -9,13 +9,12 @@ times over a 10-bit accumulator. With ``x' = x - lo = 2**c h + l``:
 where ``A(h)`` is T just before block ``h``, ``a_k`` are the blocks where T steps (the k-th
 of each position) and ``G_k`` is T within block ``a_k`` minus ``A(a_k)``. ``h`` is read from
 ``truncate_bit_pattern(x', c)`` (exact, c cheap PBS; the lookups after it read only the high
-bits), ``l = x' - h 2**c`` is leveled, and each term is one lookup of ``[h == a_k]`` packed with
-``G_k(l)``: the same integers as the wide table, bit for bit, for ``c + 1 + 3K`` PBS (K: the
-most blocks a position steps in). ``l`` keeps ``x``'s encoding (concrete gives a difference its
-operands' width), so the lookups of ``l`` are as wide as ``x``, but they read a fresh difference,
-not the noise of a matrix product: measured on a 3-bit brevitas MLP on digits (10-bit
-accumulators), 480 PBS and 159 MB of keys, 10.9 s a row, where one lookup per neuron needed
-~14 GB of keys.
+bits), ``l = x' - h 2**c`` is leveled, and each term costs three lookups: the flag
+``[h == a_k]``, ``G_k(l)`` and the pick of the one by the other (their packed sum). The same
+integers as the wide table, bit for bit, for ``c + 1 + 3K`` PBS (K: the most blocks a position
+steps in), every intermediate value sized for the worst case. Applied to 9- and 10-bit inputs
+(both parts of at most 5 bits); measured on the exact circuit of a 3-bit brevitas MLP on digits
+(10-bit accumulators) in the README's Brevitas section.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ from concrete import fhe
 
 from .quantizers import integer_bit_width
 
-#: decompose lookups that read at least this many bits
+#: decompose lookups that read at least this many bits (up to 2 * NARROW_BITS)
 WIDE_BITS = 9
 #: ... and whose positions step in at most this many blocks (each block costs 3 PBS)
 MAX_STEPPING_BLOCKS = 16
-#: bits a lookup of the decomposition may read
+#: bits of the high and low parts (and of the in-block values, whose pick reads one more)
 NARROW_BITS = 5
 #: measured ms per PBS by the precision it reads (concrete-python facts); x2.4 per bit past 8
 _PBS_MS = {1: 6.0, 2: 6.0, 3: 6.1, 4: 7.2, 5: 8.7, 6: 19.0, 7: 43.8, 8: 102.0}
@@ -90,8 +89,8 @@ def _plan(values: np.ndarray, c: int) -> _Plan:
     g_max = int(max((t.max() for t in table_g), default=0))
     g_bits = integer_bit_width(0, g_max - g_min)
     high = integer_bit_width(0, blocks - 1)
-    # to choose the split: the lookups of l cost alike at every split (x's width)
-    cost = c * pbs_ms(2) + (1 + K) * pbs_ms(high) + 2 * K * pbs_ms(g_bits + 1)
+    # to choose the split (the flag and A lookups read the high bits, the others the low ones)
+    cost = c * pbs_ms(2) + (1 + K) * pbs_ms(high) + K * pbs_ms(c) + K * pbs_ms(g_bits + 1)
     return _Plan(c, table_a, table_e, table_g, g_min, g_bits, cost)
 
 
@@ -109,17 +108,18 @@ def wide_lookup(x: Any, table: Callable[[Any], Any], lo: int, hi: int) -> Any | 
         for c in range(1, width)
         if c <= NARROW_BITS and integer_bit_width(0, -(-values.shape[0] // 2**c) - 1) <= NARROW_BITS
     ]
-    plans = [p for p in plans if p.g_bits + 1 <= NARROW_BITS + 1]
+    plans = [p for p in plans if p.g_bits <= NARROW_BITS and len(p.table_e) <= MAX_STEPPING_BLOCKS]
     if not plans:
         return None
     plan = min(plans, key=lambda p: p.cost)
-    if len(plan.table_e) > MAX_STEPPING_BLOCKS:
-        return None
+    # every intermediate value gets its worst-case width: concrete would otherwise size them
+    # on the inputset, and an input beyond it (that the client may send) would wrap
     c = plan.c
     shifted = fhe.hint(x - lo, bit_width=width)
-    high = fhe.truncate_bit_pattern(shifted, lsbs_to_remove=c)
+    high = fhe.hint(fhe.truncate_bit_pattern(shifted, lsbs_to_remove=c), bit_width=width)
     low = fhe.hint(shifted - high, bit_width=c)
-    out = fhe.univariate(lambda q, t=plan.table_a: _take(t, q >> c))(high)
+    bounds = np.array([values.min(), values.max()])
+    out = fhe.hint(fhe.univariate(lambda q, t=plan.table_a: _take(t, q >> c))(high), can_store=bounds)
     span = 2**plan.g_bits
     pick = fhe.LookupTable([0] * span + [g + plan.g_min for g in range(span)])
     for table_e, table_g in zip(plan.table_e, plan.table_g):
@@ -127,5 +127,8 @@ def wide_lookup(x: Any, table: Callable[[Any], Any], lo: int, hi: int) -> Any | 
         # lookup outputs, not a multiple of one (less noise, smaller parameters)
         here = fhe.univariate(lambda q, t=table_e * span: _take(t, q >> c))(high)
         inside = fhe.univariate(lambda q, t=table_g, m=plan.g_min: _take(t, q) - m)(low)
-        out = out + pick[here + inside]
+        index = fhe.hint(here + inside, bit_width=plan.g_bits + 1)
+        term = fhe.hint(pick[index], can_store=np.array([plan.g_min, plan.g_min + span - 1]))
+        # a partial sum is T(x) or A(h): within the table's bounds
+        out = fhe.hint(out + term, can_store=bounds)
     return out
