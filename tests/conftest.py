@@ -47,6 +47,7 @@ def pytest_unconfigure(config):
 
 #: the modules of the suite's longest tests, longest first (a fresh-clone run's --durations)
 SLOWEST_MODULES = (
+    "test_brevitas.py",
     "test_http_training.py",
     "test_notebooks.py",
     "test_lean_networks.py",
@@ -55,6 +56,7 @@ SLOWEST_MODULES = (
     "test_onnx_tensor_ops.py",
     "test_http_server.py",
     "test_serialization.py",
+    "test_dataframes_private.py",
 )
 
 

@@ -82,9 +82,13 @@ def circuit_report(circuit: Any, measure_keys: bool = False) -> dict[str, Any]:
         name = node.properties.get("name")
         if node.converted_to_table_lookup and encrypted and name not in _BIT_REMOVALS:
             bits = max(v.dtype.bit_width for v in encrypted)
-            # a lookup after a truncation reads the bits that are left
+            # a lookup after a truncation reads the bits that are left; one of x minus its
+            # truncation (wide_lookup's low part) reads the bits removed
             removed = [p.properties.get("kwargs", {}).get("lsbs_to_remove", 0) for p in graph.ordered_preds_of(node)]
             precision = bits - max([r for r in removed if isinstance(r, int)] or [0])
+            low = _low_part_bits(graph, node)
+            if low is not None:
+                precision = low
             by_precision[precision] += int(np.prod(node.output.shape, dtype=np.int64))
         if name in _MATMULS and encrypted:
             if len(encrypted) > 1:
@@ -153,3 +157,18 @@ def explain_compile_failure(module: Any) -> str:
     bits, op = max(widths, key=lambda t: t[0])
     lines.append(f"the widest integer has {bits} bits: {op.op_type} '{op.name}': {op.overflow_hint}")
     return "; ".join(lines) + ". module.bitwidth_and_range_report(X) lists every op."
+
+
+def _low_part_bits(graph: Any, node: Any) -> int | None:
+    """The bits of ``x - truncate_bit_pattern(x, c)`` read by lookup ``node``: ``c``, or None
+    if its input is not such a difference."""
+    preds = graph.ordered_preds_of(node)
+    if len(preds) != 1 or preds[0].properties.get("name") != "subtract":
+        return None
+    operands = graph.ordered_preds_of(preds[0])
+    if len(operands) != 2 or operands[1].properties.get("name") != "truncate_bit_pattern":
+        return None
+    if graph.ordered_preds_of(operands[1]) != [operands[0]]:
+        return None
+    lsbs = operands[1].properties.get("kwargs", {}).get("lsbs_to_remove")
+    return lsbs if isinstance(lsbs, int) else None
