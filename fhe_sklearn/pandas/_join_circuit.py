@@ -39,6 +39,21 @@ HITS_INPUT, CELL_INPUT = 0, 1
 HITS_OUTPUT, CELL_OUTPUT = 0, 1
 
 
+@lru_cache(maxsize=1)
+def _tables() -> tuple[Any, ...]:
+    """The join's lookup tables (made once: the clear path runs a block per call)."""
+    from concrete import fhe
+
+    size = 2**CHUNK_BITS
+    return (
+        fhe.LookupTable([0] + [2] * (2 * size - 1)),  # differ: d in [-7, 7] (negatives wrap): 2 if d
+        fhe.LookupTable([HITS_SCALE] + [0] * (2 * size - 1)),  # matched: 2 x mismatches == 0
+        fhe.LookupTable([0] * size + [2 * v for v in range(size)]),  # select: [8 m + v] = 2 v if m
+        fhe.LookupTable([x // 2 for x in range(2 * size)]),  # halve
+        fhe.LookupTable(list(range(2 * size))),  # same (a refresh)
+    )
+
+
 def join_block(**cells: Any) -> tuple[Any, Any]:
     """(hits, acc) plus the matches of ``key`` against ``k0..k7`` and their values ``v0..v7``.
 
@@ -47,14 +62,7 @@ def join_block(**cells: Any) -> tuple[Any, Any]:
     results already scaled (a mismatch as 2, a match as 8, a value doubled) so that what each
     lookup reads is a short sum of fresh lookup outputs: little noise, smaller parameters.
     """
-    from concrete import fhe
-
-    size = 2**CHUNK_BITS
-    differ = fhe.LookupTable([0] + [2] * (2 * size - 1))  # d in [-7, 7] (negatives wrap): 2 if d
-    matched = fhe.LookupTable([HITS_SCALE] + [0] * (2 * size - 1))  # 2 x mismatches == 0
-    select = fhe.LookupTable([0] * size + [2 * v for v in range(size)])  # [8 m + v] = 2 v if m
-    halve = fhe.LookupTable([x // 2 for x in range(2 * size)])
-    same = fhe.LookupTable(list(range(2 * size)))
+    differ, matched, select, halve, same = _tables()
     key, hits, doubled = cells["key"], cells["hits"], cells["acc"] * 2
     for j in range(BLOCK):
         match = matched[np.sum(differ[key - cells[f"k{j}"]])]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,26 @@ DIGEST_FILE = "circuit.sha256"
 JOIN_KEYS_FILE = "fhe_join_keys"
 JOIN_DIGEST_FILE = "join_circuit.sha256"
 MATCHINGS = ("tags", "fhe")
-#: per matching: (circuit, digest, keys file, digest file, cell size, chunk bits, chunks, cell input)
+
+
+class _Layout(NamedTuple):
+    """What a key matching's cells are: their circuit, its key files, the cell layout."""
+
+    circuit: Callable[[], Any]
+    digest: Callable[[], str]
+    keys_file: str
+    digest_file: str
+    cell: int
+    chunk_bits: int
+    n_chunks: int
+    cell_input: int
+
+
 _CIRCUITS = {
-    "tags": (sum_circuit, circuit_digest, KEYS_FILE, DIGEST_FILE, CELL, 4, 4, 0),
-    "fhe": (join.join_circuit, join.join_digest, JOIN_KEYS_FILE, JOIN_DIGEST_FILE, join.CELL, 3, 6, join.CELL_INPUT),
+    "tags": _Layout(sum_circuit, circuit_digest, KEYS_FILE, DIGEST_FILE, CELL, 4, 4, 0),
+    "fhe": _Layout(
+        join.join_circuit, join.join_digest, JOIN_KEYS_FILE, JOIN_DIGEST_FILE, join.CELL, 3, 6, join.CELL_INPUT
+    ),
 }
 
 
@@ -84,9 +101,10 @@ class ClientEngine:
         """The FHE client of one circuit, its keys loaded from ``keys_path`` or made there."""
         from concrete import fhe
 
-        circuit, digest, keys_name, digest_name = _CIRCUITS[matching][:4]
-        client = fhe.Client(circuit().client.specs)
-        keys_file, digest_file = self.keys_path / keys_name, self.keys_path / digest_name
+        layout = _CIRCUITS[matching]
+        digest = layout.digest
+        client = fhe.Client(layout.circuit().client.specs)
+        keys_file, digest_file = self.keys_path / layout.keys_file, self.keys_path / layout.digest_file
         if keys_file.exists():
             written = digest_file.read_text().strip() if digest_file.exists() else None
             if written != digest():
@@ -182,14 +200,17 @@ class ClientEngine:
         if unknown:
             raise ValueError(f"schema names columns {unknown} that are not in the frame")
         private = key_matching == "fhe"
-        chunk_bits, n_chunks = _CIRCUITS[key_matching][5:7]
+        layout = _CIRCUITS[key_matching]
         client = self._client_for(key_matching)
         columns = []
         for name in names:
             series = df[name].reset_index(drop=True)
             encoding = fit_encoding(series, schema.get(name))
             codes, present = encode(series, encoding)
-            cells = [self._encrypt_cell(cell, key_matching) for cell in to_cells(codes, present, chunk_bits, n_chunks)]
+            cells = [
+                self._encrypt_cell(cell, key_matching)
+                for cell in to_cells(codes, present, layout.chunk_bits, layout.n_chunks)
+            ]
             tags = fingerprint = None
             if name in keys:
                 if encoding["kind"] not in KEY_KINDS:
@@ -231,7 +252,7 @@ class ClientEngine:
         if client is None:
             info = KeyInfo(secrets.key_id, CLEAR, b"", zeros, key_matching)
         else:
-            digest = _CIRCUITS[key_matching][1]()
+            digest = layout.digest()
             info = KeyInfo(secrets.key_id, digest, client.evaluation_keys.serialize(), zeros, key_matching)
         return EncryptedDataFrame(info, columns)
 
@@ -249,22 +270,24 @@ class ClientEngine:
 
     def _encrypt_cell(self, cell: np.ndarray, matching: str = "tags", count: bool = False) -> bytes:
         """One cell (or, ``count``, the join circuit's zero match count) encrypted."""
-        size, chunk_bits = _CIRCUITS[matching][4], _CIRCUITS[matching][5]
+        layout = _CIRCUITS[matching]
         cell = np.asarray(cell, dtype=np.int64)
-        if cell.shape != (size,) or cell.min() < 0 or cell.max() >= 2**chunk_bits:  # to_cells makes them so
+        if (
+            cell.shape != (layout.cell,) or cell.min() < 0 or cell.max() >= 2**layout.chunk_bits
+        ):  # to_cells makes them so
             raise ValueError(f"internal error: bad cell {cell}")
         if self._client is None:
             return clear_cell(cell)
         from concrete.compiler import Value as RawValue
         from concrete.fhe import Value
 
-        position = join.HITS_INPUT if count else _CIRCUITS[matching][7]
+        position = join.HITS_INPUT if count else layout.cell_input
         value = RawValue(int(cell[0])) if count else RawValue(cell)
         return Value(self._codec(matching).prepare_input(value, position)).serialize()
 
     # -- decryption -----------------------------------------------------------------------
     def _decrypt(self, blobs: list[bytes], matching: str = "tags", count: bool = False) -> np.ndarray:
-        size = _CIRCUITS[matching][4]
+        size = _CIRCUITS[matching].cell
         if not blobs:
             return np.zeros((0, size), dtype=np.int64)
         if self._client is None:
@@ -303,16 +326,16 @@ class ClientEngine:
         if (info.circuit == CLEAR) != (self._client is None):
             modes = ("clear (fhe='disable')", "encrypted") if info.circuit == CLEAR else ("encrypted", "clear")
             raise ValueError(f"this frame is {modes[0]}, this engine is {modes[1]}")
-        if info.circuit != CLEAR and info.circuit != _CIRCUITS[info.matching][1]():
+        if info.circuit != CLEAR and info.circuit != _CIRCUITS[info.matching].digest():
             raise ValueError("this frame was written for another data-frame circuit (another fhe_sklearn version)")
         return secrets
 
     def _decode_column(self, column: Column, secrets: Secrets, matching: str = "tags") -> pd.Series:
         encodings = [secrets.unseal(e, column.name) for e in column.encodings]
         rows = np.flatnonzero(column.source >= 0)
-        chunk_bits, n_chunks = _CIRCUITS[matching][5:7]
+        layout = _CIRCUITS[matching]
         cells = self._decrypt([column.cells[r] for r in rows], matching)
-        codes, present = from_cells(cells, chunk_bits, n_chunks)
+        codes, present = from_cells(cells, layout.chunk_bits, layout.n_chunks)
         if column.hits is not None:  # picked by a private merge: unmatched rows are gaps
             counted = np.array([i for i, c in enumerate(column.hits) if c is not None], dtype=np.int64)
             counts = self._counts([column.hits[i] for i in counted], matching)

@@ -68,8 +68,7 @@ def _plan(values: np.ndarray, c: int) -> _Plan:
     n = values.shape[0]
     blocks = -(-n // 2**c)
     starts = np.minimum(np.arange(blocks) * 2**c - 1, n - 1)
-    table_a = values[np.maximum(starts, 0)]
-    table_a[0] = values[0]
+    table_a = values[np.maximum(starts, 0)]  # block 0: values[0]
     steps = np.zeros((blocks, *values.shape[1:]), dtype=bool)
     changed = values[1:] != values[:-1]  # a step at x' = i + 1
     for i in np.flatnonzero(changed.reshape(n - 1, -1).any(axis=1)):
