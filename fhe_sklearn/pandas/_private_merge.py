@@ -26,38 +26,50 @@ ZERO, NEVER_KEY, NO_HITS = range(3)
 
 
 class _Matcher:
-    """Runs the join circuit (or, for clear frames, its function on integers)."""
+    """Runs the join circuit (or, for clear frames, its function on integers).
+
+    The running totals (match count, picked cell) stay in memory from one block's run to the
+    next: only a key's final totals are serialized. Cells of the frames (keys, values,
+    padding) are deserialized once each, as every left key reads them again.
+    """
 
     def __init__(self, info: KeyInfo) -> None:
         self.info = info
         self.clear = info.circuit == CLEAR
         self._server = self._keys = None
-        self._values: dict[bytes, Any] = {}
+        self._cells: dict[bytes, Any] = {}
 
-    def _value(self, blob: bytes) -> Any:
+    def load(self, blob: bytes, count: bool = False) -> Any:
+        """A serialized cell (or match count) as the circuit takes it."""
         if self.clear:
-            return read_clear_cell(blob, CELL)
-        if blob not in self._values:
+            cell = read_clear_cell(blob, CELL)
+            return int(cell[0]) if count else cell  # a clear count is stored as a cell
+        if blob not in self._cells:
             from concrete import fhe
 
-            self._values[blob] = fhe.Value.deserialize(blob)
-        return self._values[blob]
+            self._cells[blob] = fhe.Value.deserialize(blob)
+        return self._cells[blob]
 
-    def run(self, hits: bytes, acc: bytes, key: bytes, keys: list[bytes], values: list[bytes]) -> tuple[bytes, bytes]:
+    def dump(self, value: Any, count: bool = False) -> bytes:
+        """A total as the frame stores it."""
+        if not self.clear:
+            return value.serialize()
+        return clear_cell(np.r_[value, np.zeros(CELL - 1, dtype=np.int64)] if count else value)
+
+    def run(self, hits: Any, acc: Any, key: bytes, keys: list[bytes], values: list[bytes]) -> tuple[Any, Any]:
         """(hits, acc) after comparing ``key`` with one block of keys and values."""
-        args = [self._value(b) for b in [hits, acc, key, *keys, *values]]
+        args = [hits, acc, *(self.load(b) for b in [key, *keys, *values])]
         if self.clear:
             names = ["hits", "acc", "key"] + [f"k{j}" for j in range(BLOCK)] + [f"v{j}" for j in range(BLOCK)]
-            args[0] = args[0][0]  # a clear count is stored as a cell
             count, picked = join_block(**dict(zip(names, args)))
-            return clear_cell(np.r_[count, np.zeros(CELL - 1, dtype=np.int64)]), clear_cell(picked)
+            return int(count), picked
         if self._server is None:
             from concrete import fhe
 
             self._server = join_circuit().server
             self._keys = fhe.EvaluationKeys.deserialize(self.info.evaluation_keys)
         out = self._server.run(*args, evaluation_keys=self._keys)
-        return out[HITS_OUTPUT].serialize(), out[CELL_OUTPUT].serialize()
+        return out[HITS_OUTPUT], out[CELL_OUTPUT]
 
 
 def match_rows(
@@ -76,20 +88,21 @@ def match_rows(
     if pad:
         key_blocks[-1] = key_blocks[-1] + [other_info.zeros[NEVER_KEY]] * pad
     columns = [c.cells for c in other_columns] or [[other_info.zeros[ZERO]] * n]
+    no_hits, zero = matcher.load(info.zeros[NO_HITS], count=True), matcher.load(info.zeros[ZERO])
     hits, picked = [], [[] for _ in other_columns]
     for key in keys:
-        count = info.zeros[NO_HITS]
+        count = no_hits
         for c, cells in enumerate(columns):
-            acc = info.zeros[ZERO]
+            acc = zero
             for b, block in enumerate(key_blocks):
                 values = list(cells[b * BLOCK : (b + 1) * BLOCK])
                 values += [other_info.zeros[ZERO]] * (BLOCK - len(values))
-                block_count, acc = matcher.run(count if c == 0 else info.zeros[NO_HITS], acc, key, block, values)
+                block_count, acc = matcher.run(count if c == 0 else no_hits, acc, key, block, values)
                 if c == 0:
                     count = block_count
             if other_columns:
-                picked[c].append(acc)
-        hits.append(count)
+                picked[c].append(matcher.dump(acc))
+        hits.append(matcher.dump(count, count=True))
     return hits, picked
 
 
