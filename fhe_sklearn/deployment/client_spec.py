@@ -181,7 +181,10 @@ def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
             "thresholds": [encode_array(t.astype(np.float64), f"{what} thresholds") for t in quantizer.thresholds],
         }
     if isinstance(quantizer, UniformQuantizer):
+        column_max = getattr(quantizer, "column_max", None)  # a lattice grid (LatticeQuantizer)
+        lattice = {} if column_max is None else {"column_max": encode_array(column_max, f"{what} column_max")}
         return {
+            **lattice,
             "kind": "uniform",
             "n_bits": options.n_bits,
             "is_signed": bool(options.is_signed),
@@ -249,7 +252,8 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
     if kind == "uniform":
         _expect_keys(
             data,
-            {"name", "shape", "kind", "n_bits", "is_signed", "is_symmetric", "qmin", "qmax", "scale", "zero_point"},
+            {"name", "shape", "kind", "n_bits", "is_signed", "is_symmetric", "qmin", "qmax", "scale", "zero_point"}
+            | ({"column_max"} if "column_max" in data else set()),
             what,
         )
         if not isinstance(data["is_signed"], bool) or not isinstance(data["is_symmetric"], bool):
@@ -260,7 +264,13 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
             raise ValueError(f"{what}: scale must be float64 and zero_point int64, scalars or 1-D")
         if np.any(scale <= 0):
             raise ValueError(f"{what}: scale must be positive")
-        return {**data, "scale": scale, "zero_point": zero_point}
+        checked = {**data, "scale": scale, "zero_point": zero_point}
+        if "column_max" in data:
+            column_max = decode_array(data["column_max"], f"{what} column_max")
+            if column_max.dtype != np.int64 or column_max.ndim > 1:
+                raise ValueError(f"{what}: column_max must be int64, a scalar or 1-D")
+            checked["column_max"] = column_max
+        return checked
     raise ValueError(f"{what}: unknown quantizer kind {str(kind)[:40]!r}")
 
 
@@ -490,6 +500,7 @@ class ClientModule:
     def __init__(self, spec: ClientSpec) -> None:
         from ..quantization import QuantizationOptions, TensorSpec, UniformQuantizer
         from ..quantization.bins import ThresholdBinQuantizer
+        from ..quantization.lattice import LatticeQuantizer
         from ..quantization.norm import SquaredNormEncoder
         from ..quantization.rank import ThresholdRankQuantizer
         from ..quantization.unary import UnaryDigitQuantizer
@@ -504,7 +515,10 @@ class ClientModule:
                 quantizer = ThresholdBinQuantizer(list(q["thresholds"]), strict=q["strict"])
             else:
                 options = QuantizationOptions(q["n_bits"], q["is_signed"], q["is_symmetric"])
-                quantizer = UniformQuantizer(options, scale=q["scale"], zero_point=q["zero_point"])
+                if "column_max" in q:
+                    quantizer = LatticeQuantizer(options, q["scale"], q["zero_point"], q["column_max"])
+                else:
+                    quantizer = UniformQuantizer(options, scale=q["scale"], zero_point=q["zero_point"])
                 if (options.qmin, options.qmax) != (q["qmin"], q["qmax"]):
                     raise ValueError(f"client spec input {q['name']}: qmin/qmax do not match its options")
             if quantizer.options.n_bits != q["n_bits"]:

@@ -15,6 +15,7 @@ from .base_op import QuantizedOp, TensorSpec
 from .compile_options import resolve_compile_options
 from .execution import forget_circuit, get_backend
 from .integer_ops import QuantizedTruncate
+from .lattice import LatticeQuantizer
 from .quantizers import UniformQuantizer, check_finite, extreme_rows
 from .wide_lookup import wide_lookup
 
@@ -149,7 +150,15 @@ class QuantizedModule:
     @property
     def input_specs(self) -> list[TensorSpec]:
         """Each input as a :class:`TensorSpec` (its quantizer's scale, zero point and range)."""
-        return [TensorSpec(q.scale, q.zero_point, q.options.qmin, q.options.qmax) for q in self.input_quantizers]
+        return [
+            TensorSpec(
+                q.scale,
+                q.zero_point,
+                q.options.qmin,
+                q.column_max if isinstance(q, LatticeQuantizer) else q.options.qmax,
+            )
+            for q in self.input_quantizers
+        ]
 
     @property
     def output_specs(self) -> list[TensorSpec]:
