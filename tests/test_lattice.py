@@ -30,8 +30,8 @@ def test_lattice_features_get_exact_codes_spread_to_the_widest_lattice():
     q = input_quantizer(x, 6)
     assert isinstance(q, LatticeQuantizer)
     np.testing.assert_array_equal(q.column_max, [16, 16, 16, 16])
-    np.testing.assert_allclose(q.scale, [1 / 16, 1 / 16, 1 / 16, 3 / 4])
-    assert q.quant(x)[0, 2] == 8
+    np.testing.assert_allclose(q.scale[[0, 1, 3]], [1 / 16, 1 / 16, 3 / 4])
+    assert q.quant(x)[0, 2] == 8  # the constant: exact, in the middle
     codes = q.quant(x)
     np.testing.assert_allclose(q.dequant(codes), x, atol=1e-12)
     assert codes[:, 0].min() == 0 and codes[:, 0].max() == 16
@@ -44,7 +44,20 @@ def test_lattice_features_get_exact_codes_spread_to_the_widest_lattice():
     rng = np.random.default_rng(1)
     assert not isinstance(input_quantizer(np.column_stack([x, rng.normal(size=len(x))]), 6), LatticeQuantizer)
     assert not isinstance(input_quantizer(np.arange(64.0)[:, None], 6), LatticeQuantizer)
-    assert not isinstance(input_quantizer(np.arange(10.0)[:, None] + 0.3, 6), LatticeQuantizer)
+    assert not isinstance(input_quantizer(np.repeat(np.arange(10.0), 4)[:, None] + 0.3, 6), LatticeQuantizer)
+    # too few rows per level to tell a lattice from a few continuous values; huge values
+    assert not isinstance(input_quantizer(np.array([[0.0], [0.7]]), 6), LatticeQuantizer)
+    assert not isinstance(
+        input_quantizer(np.repeat([1e6 + 0.5, 1e6 + 1.5, 1e6 + 2.5], 8)[:, None], 6), LatticeQuantizer
+    )
+    assert input_quantizer(np.repeat(np.arange(63.0), 4)[:, None], 6).column_max[0] == 62  # qmax - 1 steps
+
+
+def test_images_get_one_lattice_and_clear_errors():
+    images = np.random.default_rng(0).integers(0, 5, (40, 1, 4, 4)) / 4.0
+    q = input_quantizer(images, 6)
+    assert isinstance(q, LatticeQuantizer) and q.column_max == 4 and q.scale == pytest.approx(0.25)
+    np.testing.assert_allclose(q.dequant(q.quant(images)), images)
 
 
 @pytest.fixture(scope="module")
@@ -76,5 +89,14 @@ def test_the_lattice_grid_survives_the_client_spec(digits_module):
     client = ClientModule(ClientSpec.from_json(ClientSpec.from_model(module).to_json()))
     assert isinstance(client.input_quantizers[0], LatticeQuantizer)
     np.testing.assert_array_equal(client.quantize_input(X[:20]), module.quantize_input(X[:20]))
-    with pytest.raises(ValueError, match=r"quantized input column \d+ must lie in \[0, \d+\]"):
+    with pytest.raises(ValueError, match=r"quantized input column \d+ must lie in \[0, 16\], got 63"):
         module.quantized_forward(np.full((1, 64), 63))
+    tampered = ClientSpec.from_model(module).to_json()
+    for column_max in ([3], [-1] * 64, [70] * 64):
+        tampered["inputs"][0]["column_max"] = {
+            **tampered["inputs"][0]["column_max"],
+            "shape": [len(column_max)],
+            "data": column_max,
+        }
+        with pytest.raises(ValueError, match="column_max"):
+            ClientSpec.from_json(tampered)

@@ -267,8 +267,10 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
         checked = {**data, "scale": scale, "zero_point": zero_point}
         if "column_max" in data:
             column_max = decode_array(data["column_max"], f"{what} column_max")
-            if column_max.dtype != np.int64 or column_max.ndim > 1:
-                raise ValueError(f"{what}: column_max must be int64, a scalar or 1-D")
+            if column_max.dtype != np.int64 or column_max.shape != scale.shape:
+                raise ValueError(f"{what}: column_max must be int64, of the scale's shape")
+            if data["is_signed"] or "encoding" in data or np.any((column_max < 0) | (column_max > data["qmax"])):
+                raise ValueError(f"{what}: column_max must lie in [0, qmax] of an unsigned grid without encoding")
             checked["column_max"] = column_max
         return checked
     raise ValueError(f"{what}: unknown quantizer kind {str(kind)[:40]!r}")

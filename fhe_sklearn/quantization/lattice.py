@@ -21,6 +21,9 @@ from .quantizers import QuantizationOptions, UniformQuantizer, as_integers
 
 #: relative tolerance of a value's distance to its lattice point
 LATTICE_TOLERANCE = 1e-6
+#: calibration rows per lattice level, at least, on average: a few rows of a continuous
+#: feature (two values, or only even counts) are no evidence of a lattice
+MIN_ROWS_PER_LEVEL = 4
 
 
 class LatticeQuantizer(UniformQuantizer):
@@ -46,6 +49,13 @@ class LatticeQuantizer(UniformQuantizer):
     def quant_traceable(self, values: Any) -> Any:
         return np.minimum(super().quant_traceable(values), self.column_max)
 
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "column_max": np.asarray(self.column_max).tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatticeQuantizer:
+        return cls(QuantizationOptions(**data["options"]), data["scale"], data["zero_point"], data["column_max"])
+
 
 def lattice_quantizer(x: np.ndarray, base: UniformQuantizer, per_feature: bool) -> LatticeQuantizer | None:
     """The lattice grid of ``x`` (per column of a 2-D ``x``, else one for the tensor), or None
@@ -58,8 +68,8 @@ def lattice_quantizer(x: np.ndarray, base: UniformQuantizer, per_feature: bool) 
     of 3 codes next to ones of 17: its folded weight sets the scale though it moves the sum
     least; measured on digits, 0.4 to 1 point of accuracy), as it would a mix of lattice and
     min-max features, so such a mix keeps ``base`` (an unsigned grid of ``x``, per feature
-    or per tensor as ``per_feature`` says). A constant feature gets the lattices' median step
-    and the same range, its value in the middle.
+    or per tensor as ``per_feature`` says). A constant feature gets about the lattices' median
+    step (exactly its value's divisor), its value in the middle of the same range.
     """
     options = base.options
     columns = x.reshape(len(x), -1) if per_feature else x.reshape(-1, 1)
@@ -75,14 +85,21 @@ def lattice_quantizer(x: np.ndarray, base: UniformQuantizer, per_feature: bool) 
     widest = max(top for _, _, top in found.values())
     scale = np.empty(columns.shape[1])
     zero_point = np.empty(columns.shape[1], dtype=np.int64)
+    column_max = np.empty(columns.shape[1], dtype=np.int64)
     for j, (step, origin, top) in found.items():
         spread = widest // top
-        scale[j], zero_point[j] = step / spread, -origin * spread
-    constant = np.setdiff1d(np.arange(columns.shape[1]), list(found))
-    if constant.size:
-        scale[constant] = np.median(scale[list(found)])
-        zero_point[constant] = widest // 2 - np.rint(columns[0, constant] / scale[constant]).astype(np.int64)
-    column_max = np.array([found[j][2] * (widest // found[j][2]) if j in found else widest for j in range(len(scale))])
+        if abs(origin * spread) > 2**52:  # the zero point must stay an exact integer
+            return None
+        scale[j], zero_point[j], column_max[j] = step / spread, -origin * spread, top * spread
+    median = float(np.median(scale[list(found)]))
+    middle = max(widest, 2) // 2
+    for j in np.setdiff1d(np.arange(columns.shape[1]), list(found)):
+        # exact: the value is n steps of about the median from 0, its code in the middle
+        value = float(columns[0, j])
+        n = max(1, int(np.rint(abs(value) / median)))
+        scale[j] = abs(value) / n if value else median
+        zero_point[j] = middle - int(np.sign(value)) * n
+        column_max[j] = 2 * middle
     if not per_feature:
         return LatticeQuantizer(options, scale[0], zero_point[0], column_max[0])
     return LatticeQuantizer(options, scale, zero_point, column_max)
@@ -90,15 +107,24 @@ def lattice_quantizer(x: np.ndarray, base: UniformQuantizer, per_feature: bool) 
 
 def _lattice(values: np.ndarray, qmax: int) -> tuple[float, int, int] | None:
     """(step, first point / step, highest code) when ``values`` are ``(o + k) * step`` for
-    an integer ``o`` and integers ``k`` in ``[0, K]`` with ``0 < K < qmax``, else None."""
+    an integer ``o`` and integers ``k`` in ``[0, K]`` with ``0 < K < qmax``, and the
+    calibration shows each level ``MIN_ROWS_PER_LEVEL`` times on average, else None."""
     points = np.unique(values)
     if len(points) > qmax:
         return None
     step = float(np.min(np.diff(points)))
-    k = points / step
-    on_grid = np.allclose(k, np.rint(k), rtol=0, atol=LATTICE_TOLERANCE * max(1.0, float(np.max(np.abs(k)))))
-    origin, top = int(np.rint(k[0])), int(np.rint(k[-1] - k[0]))
-    return (step, origin, top) if on_grid and top < qmax else None
+    if not np.isfinite(step) or step < np.finfo(np.float64).tiny:
+        return None
+    relative = (points - points[0]) / step  # < qmax on a lattice: a tight, absolute tolerance
+    top = int(np.rint(relative[-1])) if np.isfinite(relative[-1]) else qmax
+    if top >= qmax or len(values) < MIN_ROWS_PER_LEVEL * (top + 1):
+        return None
+    if not np.allclose(relative, np.rint(relative), rtol=0, atol=LATTICE_TOLERANCE * max(1, top)):
+        return None
+    start = points[0] / step
+    if not abs(start) < 2**52 or abs(start - np.rint(start)) > min(1e-3, LATTICE_TOLERANCE * max(1.0, abs(start))):
+        return None
+    return step, int(np.rint(start)), top
 
 
 __all__ = ["LatticeQuantizer", "lattice_quantizer"]

@@ -362,8 +362,10 @@ class QuantizedModule:
             )
         column_max = getattr(self.input_quantizers[index], "column_max", None)
         if column_max is not None and x_q.size and np.any(x_q > column_max):
-            column = int(np.argmax(np.any(x_q > column_max, axis=0)))
-            raise ValueError(f"quantized input column {column} must lie in [0, {int(column_max[column])}]")
+            bound = np.broadcast_to(column_max, x_q.shape)
+            first = np.unravel_index(int(np.argmax(x_q > bound)), x_q.shape)
+            where = f"column {first[1]}" if x_q.ndim == 2 else f"element {tuple(int(i) for i in first[1:])}"
+            raise ValueError(f"quantized input {where} must lie in [0, {int(bound[first])}], got {int(x_q[first])}")
         return x_q.astype(np.int64)
 
     def quantized_forward(
