@@ -156,6 +156,7 @@ SQUARED_NORM = "squared_norm"
 # -- quantizers ------------------------------------------------------------------------------
 def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
     from ..quantization.bins import ThresholdBinQuantizer
+    from ..quantization.lattice import LatticeQuantizer
     from ..quantization.norm import SquaredNormEncoder
     from ..quantization.quantizers import UniformQuantizer
     from ..quantization.rank import ThresholdRankQuantizer
@@ -181,8 +182,8 @@ def _quantizer_to_json(quantizer: Any, what: str) -> dict[str, Any]:
             "thresholds": [encode_array(t.astype(np.float64), f"{what} thresholds") for t in quantizer.thresholds],
         }
     if isinstance(quantizer, UniformQuantizer):
-        column_max = getattr(quantizer, "column_max", None)  # a lattice grid (LatticeQuantizer)
-        lattice = {} if column_max is None else {"column_max": encode_array(column_max, f"{what} column_max")}
+        is_lattice = isinstance(quantizer, LatticeQuantizer)
+        lattice = {"column_max": encode_array(quantizer.column_max, f"{what} column_max")} if is_lattice else {}
         return {
             **lattice,
             "kind": "uniform",
