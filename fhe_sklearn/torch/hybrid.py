@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ..quantization import QuantizedModule
+from ..quantization.noise_budget import leveled_p_error
 from ..quantization.quantizers import MAX_LEVELED_BIT_WIDTH
-from . import compile_torch_model, export_onnx
+from . import export_onnx
 
 #: ``fhe`` modes of a hybrid model: the float sub-modules, the integer graphs in numpy, FHE
 #: simulation, local encryption, or a server
@@ -29,6 +30,25 @@ HYBRID_MODES = ("torch", "disable", "simulate", "execute", "remote")
 #: calibration rows kept per sub-module (a random subset beyond): quantizers are min/max or
 #: percentile estimates, and compiling traces at most 100 rows
 MAX_CALIBRATION_ROWS = 2000
+
+
+#: a linear layer's default FHE noise, as a fraction of its quantization error (compile_model)
+DEFAULT_OUTPUT_NOISE = 1 / 16
+
+
+def _output_noise(value: float | None, p_error: Any, global_p_error: Any, configuration: Any) -> float:
+    """``compile_model``'s noise budget, checked; a probability the user sets takes over."""
+    probabilities = [p_error, global_p_error]
+    if configuration is not None:
+        probabilities += [getattr(configuration, "p_error", None), getattr(configuration, "global_p_error", None)]
+    user_set = any(p is not None for p in probabilities)
+    if value is None:
+        return 0.0 if user_set else DEFAULT_OUTPUT_NOISE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"output_noise must be a fraction in [0, 1], got {value!r}")
+    if value and user_set:
+        raise ValueError("output_noise sets the linear layers' p_error: set it or p_error/global_p_error, not both")
+    return float(value)
 
 
 def _is_conv1d(module: Any) -> bool:
@@ -63,6 +83,7 @@ class _HybridModule(torch.nn.Module):
         self.private_module = module
         self.linear = _is_linear(module)
         self.q_module: QuantizedModule | None = None
+        self.p_error: float | None = None
         self.remote: Any = None
         self.mode = "torch"
         self.calls = 0
@@ -193,7 +214,9 @@ class HybridFHEModel:
             collected[name] = rows
         return collected
 
-    def _quantize(self, name: str, n_bits: Any, compile: bool, **options: Any) -> QuantizedModule:
+    def _quantize(
+        self, name: str, n_bits: Any, compile: bool, output_noise: float = 0.0, **options: Any
+    ) -> QuantizedModule:
         """One sub-module imported (and compiled) on its calibration rows."""
         from ..onnx import onnx_to_module
 
@@ -201,21 +224,21 @@ class HybridFHEModel:
         rows = self._calibration[name]
         module = _exportable(wrapper.private_module)
         rounding = options.pop("rounding_threshold_bits", 6)
-        # a linear layer's accumulator leaves the circuit: keep it exact, up to 32 bits
+        # a linear layer's accumulator leaves the circuit: keep it whole, up to 32 bits
         accumulator_bits = MAX_LEVELED_BIT_WIDTH if wrapper.linear else 16
         try:
-            if compile:
-                return compile_torch_model(
-                    module,
-                    rows,
-                    n_bits=n_bits,
-                    rounding_threshold_bits=rounding,
-                    output_accumulator_bits=accumulator_bits,
-                    **options,
-                )
-            return onnx_to_module(
+            q_module = onnx_to_module(
                 export_onnx(module, rows), rows, n_bits, rounding, output_accumulator_bits=accumulator_bits
             )
+            if compile:
+                p_error = options.pop("p_error", None)
+                if wrapper.linear and output_noise:
+                    with torch.no_grad():
+                        reference = module(torch.as_tensor(rows, dtype=torch.float32)).numpy()
+                    p_error = leveled_p_error(q_module, rows, reference, output_noise) or p_error
+                q_module.compile(rows, p_error=p_error, **options)
+                wrapper.p_error = p_error
+            return q_module
         except (ValueError, RuntimeError, TypeError, NotImplementedError) as err:
             kind = type(wrapper.private_module).__name__
             raise ValueError(f"module {name!r} ({kind}) cannot run in FHE: {err}") from err
@@ -238,6 +261,7 @@ class HybridFHEModel:
         p_error: float | None = None,
         global_p_error: float | None = None,
         configuration: Any = None,
+        output_noise: float | None = None,
     ) -> HybridFHEModel:
         """Calibrate and compile every named sub-module.
 
@@ -251,14 +275,22 @@ class HybridFHEModel:
             names sets each module's own.
         rounding_threshold_bits, p_error, global_p_error, configuration
             As :func:`~fhe_sklearn.torch.compile_torch_model`. A linear layer has no lookup:
-            its accumulator (up to 32 bits, exact) leaves the circuit and the client
-            de-quantizes it.
+            its accumulator (up to 32 bits) leaves the circuit and the client de-quantizes it.
+        output_noise : float, optional
+            The FHE noise a linear layer's output may carry, as a fraction of the (smallest
+            per-output) rms error quantization already makes on the calibration rows; concrete
+            spends it on smaller ciphertexts (:mod:`fhe_sklearn.quantization.noise_budget`).
+            Default: ``DEFAULT_OUTPUT_NOISE`` (1/16: the output's total error grows by 0.2 %),
+            or 0 when ``p_error``, ``global_p_error`` or the configuration sets a probability.
+            ``0``: exact accumulators (``fhe="simulate"`` and ``"execute"`` then equal
+            ``"disable"``); otherwise they carry this noise and ``"disable"`` does not.
 
         Returns
         -------
         self : HybridFHEModel
         """
         self._check_private("compile_model")
+        output_noise = _output_noise(output_noise, p_error, global_p_error, configuration)
         self._calibration = self._collect(x)
         options = {
             "rounding_threshold_bits": rounding_threshold_bits,
@@ -270,8 +302,12 @@ class HybridFHEModel:
             bits = self._bits_of(name, n_bits)
             if self.verbose:
                 print(f"compiling {name} ({len(self._calibration[name])} calibration rows, n_bits={bits})")
-            wrapper.q_module = self._quantize(name, bits, compile=True, **options)
-        self._settings = {"n_bits": n_bits, "rounding_threshold_bits": rounding_threshold_bits}
+            wrapper.q_module = self._quantize(name, bits, compile=True, output_noise=output_noise, **options)
+        self._settings = {
+            "n_bits": n_bits,
+            "rounding_threshold_bits": rounding_threshold_bits,
+            "output_noise": output_noise,
+        }
         return self
 
     def _check_private(self, what: str) -> None:
@@ -300,7 +336,8 @@ class HybridFHEModel:
             The network's input(s).
         fhe : {"torch", "disable", "simulate", "execute", "remote"}
             ``"torch"``: the float sub-modules; ``"disable"``: their integer graphs in numpy
-            (== ``"simulate"``); ``"simulate"``: concrete's simulation; ``"execute"``: real
+            (== ``"simulate"`` but for the linear layers' noise, see ``output_noise`` of
+            :meth:`compile_model`); ``"simulate"``: concrete's simulation; ``"execute"``: real
             encryption in this process; ``"remote"``: encrypted on the server (after
             :meth:`init_client`). Clear data never leaves the client.
 
@@ -326,7 +363,9 @@ class HybridFHEModel:
         rows : list of dict
             ``module``, ``kind``, ``input_bits`` (widest input), ``accumulator_bits`` (widest
             value in the circuit), ``pbs`` (table lookups per call), ``max_lookup_bits``
-            (widest lookup input; 0 without lookups), ``complexity`` (concrete's cost model).
+            (widest lookup input; 0 without lookups), ``complexity`` (concrete's cost model),
+            ``p_error`` (as compiled: a linear layer's noise budget, see :meth:`compile_model`, or
+            the user's; None: the default global_p_error).
         """
         rows = []
         for name, wrapper in self.remote_modules.items():
@@ -345,6 +384,7 @@ class HybridFHEModel:
                     "pbs": int(circuit.programmable_bootstrap_count) if circuit is not None else None,
                     "max_lookup_bits": max(lookups, default=0),
                     "complexity": float(circuit.complexity) if circuit is not None else None,
+                    "p_error": wrapper.p_error,
                 }
             )
         if print_table:
@@ -361,8 +401,8 @@ class HybridFHEModel:
         """Accuracy against n_bits, each sub-module alone and all together.
 
         Each setting re-imports the sub-modules at that width on the stored calibration
-        data and runs the network on ``x`` with their integer graphs (``fhe="disable"``,
-        which simulate equals), so the sweep compiles nothing.
+        data and runs the network on ``x`` with their integer graphs (``fhe="disable"``: what
+        simulate gives, without the linear layers' noise budget), so the sweep compiles nothing.
 
         Parameters
         ----------
