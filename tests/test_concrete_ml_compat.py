@@ -439,12 +439,10 @@ class QuantizedGemm(QuantizedOp):
             None if len(prepared_inputs) == 2 or beta == 0 else prepared_inputs[2]
         )
         weights = q_weights.qvalues.T if attrs.get("transB", 0) else q_weights.qvalues
-        matmul = (q_input.qvalues - q_input.quantizer.zero_point) @ weights
-        out = q_input.quantizer.scale * q_weights.quantizer.scale * matmul
-        if q_bias is not None:
-            out = out + q_bias.values
-        return QuantizedArray(self.n_bits, out, value_is_float=True, options=self._get_output_quant_opts(),
-                              stats=self.output_quant_stats, params=self.output_quant_params)
+        matmul = (q_input.qvalues - q_input.quantizer.zero_point) @ (weights - q_weights.quantizer.zero_point)
+        m_matmul = q_input.quantizer.scale * q_weights.quantizer.scale
+        zero_point = 0 if q_bias is None else -q_bias.values / m_matmul
+        return self.make_output_quant_parameters(matmul, m_matmul, zero_point)
 
 
 class QuantizedAbs(QuantizedOp):
@@ -499,18 +497,27 @@ def test_brevitas_report_and_deployment_doc_example(small_binary, tmp_path):
 
 
 def test_custom_op_doc_example(small_binary):
+    import torch
+
     from fhe_sklearn.quantization import CUSTOM_ONNX_OPS, unregister_custom_op
+    from fhe_sklearn.torch import compile_torch_model
 
     x_train, x_test, _ = small_binary
     scope = {"x_train": x_train, "x_test": x_test}
     try:
         exec(_renamed(CUSTOM_OP_SCRIPT), scope)
         module = scope["quantized_module"]
-        assert {op.impl_class.__name__ for op in module.ops if op.op_type == "CustomOnnx"} == {
+        assert {op.impl_class.__name__ for op in module.ops if hasattr(op, "impl_class")} == {
             "QuantizedGemm",
             "QuantizedAbs",
         }
         np.testing.assert_array_equal(scope["y_simulated"], module.forward(x_test))
+        # the built-in ops' results
+        for name in list(CUSTOM_ONNX_OPS):
+            unregister_custom_op(name)
+        torch.manual_seed(0)
+        builtin = compile_torch_model(scope["AbsNet"](), x_train, n_bits=4)
+        np.testing.assert_array_equal(builtin.forward(x_test), module.forward(x_test))
     finally:
         for name in list(CUSTOM_ONNX_OPS):
             unregister_custom_op(name)

@@ -11,6 +11,7 @@ from fhe_sklearn.quantization import (
     CUSTOM_ONNX_OPS,
     QuantizedAbs,
     QuantizedArray,
+    QuantizedCustomGemm,
     QuantizedCustomOp,
     QuantizedOp,
     unregister_custom_op,
@@ -49,8 +50,8 @@ def clean_registry():
 
 
 def define_guide_ops():
-    """The guide's QuantizedGemm and QuantizedAbs, completed (Gemm as Concrete ML computes it:
-    integer product of per-tensor grids, rescaled and biased in float, fused into one lookup)."""
+    """The guide's QuantizedGemm and QuantizedAbs, completed (Gemm as Concrete ML's own ends:
+    the integer product, returned with make_output_quant_parameters)."""
 
     class QuantizedGemm(QuantizedOp):
         """Quantized Gemm op."""
@@ -66,17 +67,9 @@ def define_guide_ops():
             q_bias = None if len(prepared_inputs) == 2 or attrs.get("beta", 1) == 0 else prepared_inputs[2]
             weights = np.transpose(q_weights.qvalues) if attrs.get("transB", 0) else q_weights.qvalues
             product = (q_input.qvalues - q_input.quantizer.zero_point) @ (weights - q_weights.quantizer.zero_point)
-            out = q_input.quantizer.scale * q_weights.quantizer.scale * product
-            if q_bias is not None:
-                out = out + q_bias.values
-            return QuantizedArray(
-                self.n_bits,
-                out,
-                value_is_float=True,
-                options=self._get_output_quant_opts(),
-                stats=self.output_quant_stats,
-                params=self.output_quant_params,
-            )
+            m_matmul = q_input.quantizer.scale * q_weights.quantizer.scale
+            zero_point = 0 if q_bias is None else -q_bias.values / m_matmul
+            return self.make_output_quant_parameters(product, m_matmul, zero_point)
 
     class QuantizedAbs(QuantizedOp):
         """Quantized Abs op."""
@@ -87,7 +80,7 @@ def define_guide_ops():
 
 
 def test_guide_ops_compile_and_match_the_builtin_ones(abs_net, clean_registry):
-    net, X, y = abs_net
+    net, X, _ = abs_net
     onnx_model = export_onnx(net, X)
     builtin = onnx_to_module(onnx_model, X, n_bits=4)
     gemm, abs_op = define_guide_ops()
@@ -99,19 +92,31 @@ def test_guide_ops_compile_and_match_the_builtin_ones(abs_net, clean_registry):
     assert CUSTOM_ONNX_OPS == {"Abs": abs_op}
     gemm, abs_op = define_guide_ops()  # same module and name: replaces the earlier definitions
     module = compile_torch_model(net, X, n_bits=4)
-    kinds = [op.impl_class.__name__ for op in module.ops if isinstance(op, QuantizedCustomOp)]
+    kinds = [op.impl_class.__name__ for op in module.ops if isinstance(op, (QuantizedCustomOp, QuantizedCustomGemm))]
     assert kinds == ["QuantizedGemm", "QuantizedAbs", "QuantizedGemm"]
-    assert not any(type(op).__name__ == "QuantizedGemm" for op in module.ops)
-    disabled = module.forward(X)
-    np.testing.assert_array_equal(module.forward(X[:12], fhe="simulate"), disabled[:12])
-    # another quantization than the built-in Gemm's (per tensor, output re-quantized): same decisions
-    float_accuracy = np.mean(net(torch.tensor(X)).argmax(1).numpy() == y)
-    accuracy, builtin_accuracy = (np.mean(m.forward(X).argmax(1) == y) for m in (module, builtin))
-    print(f"\ncustom ops, 4 bits: acc {accuracy:.3f} (built-in {builtin_accuracy:.3f}, float {float_accuracy:.3f})")
-    assert np.mean(disabled.argmax(1) == builtin.forward(X).argmax(1)) >= 0.9
-    assert accuracy >= float_accuracy - 0.05
+    # the built-in Gemm's quantization, the user's integer product: the built-in results exactly
+    x_q = builtin.quantize_input(X)
+    np.testing.assert_array_equal(module.quantized_forward(x_q), builtin.quantized_forward(x_q))
+    np.testing.assert_array_equal(module.forward(X), builtin.forward(X))
+    np.testing.assert_array_equal(module.forward(X[:12], fhe="simulate"), builtin.forward(X[:12]))
+    builtin.compile(X)
+    assert module.fhe_circuit.programmable_bootstrap_count == builtin.fhe_circuit.programmable_bootstrap_count
     unregister_custom_op(gemm)
     assert type(onnx_to_module(onnx_model, X, n_bits=4).ops[0]).__name__ == "QuantizedGemm"
+
+
+def test_a_gemm_q_impl_must_return_the_accumulator(abs_net, clean_registry):
+    net, X, _ = abs_net
+
+    class FloatGemm(QuantizedOp):
+        _impl_for_op_named = "Gemm"
+
+        def q_impl(self, *q_inputs, **attrs):
+            q_input, q_weights, q_bias = self._prepare_inputs_with_constants(*q_inputs, quantize_actual_values=True)
+            return q_input.values @ q_weights.values + q_bias.values  # floats: would need a wide lookup
+
+    with pytest.raises(ValueError, match=r"FloatGemm \(Gemm .*must return the integer product.*make_output_quant"):
+        onnx_to_module(export_onnx(net, X), X, n_bits=4)
 
 
 def test_ambiguous_registration_is_refused_until_unregistered(clean_registry):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..quantization import GraphBuilder, QuantizedModule
-from ..quantization.custom_ops import defines_q_impl
+from ..quantization.custom_ops import QuantizedCustomGemm, defines_q_impl
 from ..quantization.quantizers import (
     MAX_BIT_WIDTH,
     MAX_LEVELED_BIT_WIDTH,
@@ -94,7 +94,7 @@ class _Import:
             raise ValueError(f"{_where(node)}: {what} must be a constant (an initializer), not computed data")
         return self.constants[tensor]
 
-    def add(self, node: Any, op_type: str, *inputs: str, **params: Any) -> str:
+    def add(self, node: Any, op_type: str | type, *inputs: str, **params: Any) -> str:
         name = self._fresh(node.name or f"{node.op_type.lower()}_{len(self.values)}")
         return self.builder.add(op_type, *inputs, name=name, **params)
 
@@ -135,7 +135,7 @@ class _Import:
 
 
 # -- converters: one per ONNX op type ---------------------------------------------------------------
-def _gemm(ctx: _Import, node: Any, attrs: dict) -> str:
+def _gemm(ctx: _Import, node: Any, attrs: dict, op_class: type | None = None, **custom: Any) -> str:
     a, b, *c = node.input
     weight = ctx.constant(b, node, "the second Gemm input (weights)")
     if attrs.get("transA", 0):
@@ -148,7 +148,8 @@ def _gemm(ctx: _Import, node: Any, attrs: dict) -> str:
     bias = ctx.constant(c[0], node, "the Gemm bias") * attrs.get("beta", 1.0) if c and c[0] else None
     if bias is not None:
         bias = np.broadcast_to(bias, weight.shape[1:]).astype(np.float64)
-    return _linear(ctx, node, "Gemm", a, weight=weight, bias=bias, weight_scale=_per_output(grid, axis=1))
+    weight_scale = _per_output(grid, axis=1)
+    return _linear(ctx, node, op_class or "Gemm", a, weight=weight, bias=bias, weight_scale=weight_scale, **custom)
 
 
 def _matmul(ctx: _Import, node: Any, attrs: dict) -> str:
@@ -189,10 +190,11 @@ def _per_output(grid: np.ndarray | None, axis: int) -> np.ndarray | None:
     return per_output[:, 0]
 
 
-def _linear(ctx: _Import, node: Any, op_type: str, source: str, **params: Any) -> str:
+def _linear(ctx: _Import, node: Any, op_type: str | type, source: str, **params: Any) -> str:
     # an accumulator that leaves the circuit is de-quantized by the client: leveled only, so
     # it may be wider than a lookup could read
-    leaves = op_type == "Gemm" and node.output[0] in ctx.outputs
+    kind = op_type if isinstance(op_type, str) else op_type.op_type
+    leaves = kind == "Gemm" and node.output[0] in ctx.outputs
     bound = ctx.output_accumulator_bits if leaves else MAX_BIT_WIDTH
     if params.get("weight_scale") is not None:  # learned integer weights: n_bits cannot help
         hint = "train with fewer weight or activation bits, or prune the layer (fewer inputs per neuron)"
@@ -377,6 +379,8 @@ def _custom_converter(cls: type) -> Callable:
     """The conversion of a node by a user's custom op class (Concrete ML's custom-op API)."""
 
     def convert(ctx: _Import, node: Any, attrs: dict) -> str:
+        if node.op_type == "Gemm" and defines_q_impl(cls):  # the built-in's quantization, the user's integers
+            return _gemm(ctx, node, attrs, op_class=QuantizedCustomGemm, impl_class=cls, node_attrs=attrs)
         positions = [i for i, t in enumerate(node.input) if t and t not in ctx.constants]
         sources = [ctx.value(node.input[i], node) for i in positions]
         if not sources:

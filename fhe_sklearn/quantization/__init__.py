@@ -2,7 +2,7 @@
 
 from . import activations, conv_ops, custom_ops, fake_quantize, rounding  # noqa: F401  (register their ops)
 from .base_op import QuantizedOp, TensorSpec
-from .custom_ops import QuantizedCustomOp
+from .custom_ops import QuantizedCustomGemm, QuantizedCustomOp
 from .graph import GraphBuilder
 from .integer_ops import QuantizedGather, QuantizedIntegerMatMul, QuantizedTableLookup, QuantizedTruncate
 from .module import FheMode, QuantizedModule, validate_fhe_mode
@@ -52,6 +52,7 @@ __all__ = [
     "QuantizedAbs",
     "QuantizedAdd",
     "QuantizedConcat",
+    "QuantizedCustomGemm",
     "QuantizedCustomOp",
     "QuantizedArray",
     "QuantizedEqual",

@@ -52,6 +52,16 @@ class ConcreteMLOpAPI:
     _input_quantizers: list[UniformQuantizer]
     _output_quantizer: UniformQuantizer | None = None
 
+    def make_output_quant_parameters(self, q_values: Any, scale: Any, zero_point: Any) -> QuantizedArray:
+        """The op's integer results as a QuantizedArray on the grid ``scale``, ``zero_point``
+        (Concrete ML's helper of the same name): how a Gemm's ``q_impl`` returns its
+        accumulator, with no lookup."""
+        zero_point = np.rint(np.asarray(zero_point, dtype=np.float64)).astype(np.int64)
+        grid = UniformQuantizer(QuantizationOptions(16, is_signed=True), scale=scale, zero_point=zero_point)
+        array = traced_array(q_values, grid)
+        array.integer_result = True  # the integers themselves, not floats re-quantized
+        return array
+
     def _get_output_quant_opts(self) -> QuantizationOptions:
         """The options of the output grid (unsigned ``n_bits``)."""
         return QuantizationOptions(self.n_bits)

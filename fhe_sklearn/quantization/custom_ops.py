@@ -5,7 +5,9 @@
   ``impl``, else ONNX's reference implementation of the op) becomes ONE table lookup,
   de-quantize → ``impl`` → re-quantize to ``n_bits``, fused with its neighbours like the
   built-in activations.
-- A class with ``q_impl`` gets its inputs as QuantizedArrays (integers that are concrete
+- A Gemm class with ``q_impl`` runs on the built-in Gemm's quantization
+  (:class:`QuantizedCustomGemm`): its integer product is the built-in's.
+- Any other class with ``q_impl`` gets its inputs as QuantizedArrays (integers that are concrete
   tracers inside the circuit), may compute with integers (leveled) and floats (concrete fuses
   each float chain into one lookup) and returns a QuantizedArray or float values; the result
   is re-quantized to the calibrated per-tensor ``n_bits`` output grid.
@@ -21,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .base_op import QuantizedOp, TensorSpec
+from .base_op import QuantizedOp, TensorSpec, hint_range
 from .custom_op_api import traced_array
-from .ops import QuantizedUnivariateOp
+from .ops import QuantizedGemm, QuantizedUnivariateOp
 from .quantizers import (
     MinMaxQuantizationStats,
     QuantizationOptions,
@@ -55,6 +57,16 @@ def _quantized_constant(value: np.ndarray, n_bits: int) -> QuantizedArray:
     if np.issubdtype(value.dtype, np.integer):  # shapes, indices: exact
         return QuantizedArray(16, value, value_is_float=False, scale=1.0, zero_point=0)
     return QuantizedArray(n_bits, value.astype(np.float64), is_signed=True, is_symmetric=True)
+
+
+def _user_op(impl_class: type, name: str, inputs: list[str], attrs: dict, positions: list[int]) -> Any:
+    """The user's class as the ``self`` its ``q_impl`` sees (it has no ``__init__`` to call)."""
+    user = impl_class.__new__(impl_class)
+    QuantizedOp.__init__(user, name, inputs=inputs)
+    user.attrs = attrs
+    user.op_instance_name = name
+    user._encrypted_positions = positions
+    return user
 
 
 @register_op
@@ -108,13 +120,8 @@ class QuantizedCustomOp(QuantizedUnivariateOp):
                 f"{impl_class.__name__} ({impl_class._impl_for_op_named} '{name}') reads {len(self.inputs)} "
                 "encrypted tensors: only an op of one encrypted input can be a table lookup; write its q_impl"
             )
-        user = impl_class.__new__(impl_class)
-        QuantizedOp.__init__(user, name, inputs=self.inputs)
-        user.attrs = self.attrs
-        user.op_instance_name = name
-        user._encrypted_positions = self.positions
-        user.constant_inputs = {k: _quantized_constant(v, weight_bits) for k, v in self.constants.items()}
-        self.user = user
+        self.user = _user_op(impl_class, name, self.inputs, self.attrs, self.positions)
+        self.user.constant_inputs = {k: _quantized_constant(v, weight_bits) for k, v in self.constants.items()}
 
     # -- the float reference ---------------------------------------------------------------
     def _impl(self, *encrypted: Any) -> Any:
@@ -185,4 +192,79 @@ class QuantizedCustomOp(QuantizedUnivariateOp):
         return f"{type(self).__name__}({self.impl_class.__name__}, name={self.name!r}, inputs={self.inputs})"
 
 
-__all__ = ["QuantizedCustomOp", "defines_q_impl"]
+class QuantizedCustomGemm(QuantizedGemm):
+    """A Gemm node run by a user's ``q_impl`` on the built-in Gemm's own quantization.
+
+    Calibration is the built-in's (per-column weights with the input's scales folded in,
+    centred codes, bias correction, accumulator-aware widths), so a ``q_impl`` that computes
+    the guide's integer product returns the built-in's integers exactly. Its ``self`` sees
+    those quantities as the node's inputs: ``q_input`` the input codes on a grid of scale 1
+    centred on ``input_offset``; ``constant_inputs[1]`` the integer weights, shape
+    ``(n_in, n_out)``, one scale per output column and zero point 0; ``constant_inputs[2]``
+    the effective bias (``values`` = the output's offset); ``attrs`` with ``alpha``, ``beta``
+    and ``transB`` already applied. It returns
+    ``self.make_output_quant_parameters(product, m_matmul, -q_bias.values / m_matmul)``, the
+    accumulator on its grid (no lookup); anything else is refused.
+
+    Parameters
+    ----------
+    name : str
+    impl_class : type
+        The user's class (``_impl_for_op_named = "Gemm"``, with ``q_impl``).
+    node_attrs : dict
+        The node's attributes.
+    **params
+        As :class:`~fhe_sklearn.quantization.ops.QuantizedGemm`.
+    """
+
+    def __init__(
+        self, name: str, impl_class: type, node_attrs: dict[str, Any], *, inputs: list[str], **params: Any
+    ) -> None:
+        super().__init__(name, inputs=inputs, **params)
+        self.impl_class = impl_class
+        applied = {**node_attrs, "alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}
+        self.user = _user_op(impl_class, name, self.inputs, applied, [0])
+
+    def _calibrate(self, float_output: np.ndarray, x: np.ndarray) -> TensorSpec:
+        spec = super()._calibrate(float_output, x)
+        n_in = self.weight.shape[0]
+        center = np.broadcast_to(self.input_offset, (n_in,)).astype(np.int64)
+        user = self.user
+        user.n_bits = self.n_bits
+        # the input's scales are folded into the weights: its codes have scale 1 here
+        user._input_quantizers = [UniformQuantizer(_grid_of(self.input_specs[0]).options, scale=1.0, zero_point=center)]
+        weights = UniformQuantizer(
+            QuantizationOptions(self.weight_bits, is_signed=True, is_symmetric=True), scale=spec.scale, zero_point=0
+        )
+        offset = UniformQuantizer(QuantizationOptions(16, is_signed=True), scale=spec.scale, zero_point=0)
+        user.constant_inputs = {1: traced_array(self.weight_q, weights), 2: traced_array(-spec.zero_point, offset)}
+        user.output_quant_params = UniformQuantizationParameters(spec.scale, spec.zero_point, 0)
+        self.output_spec = spec
+        # a q_impl that does not return the accumulator is refused at import, not at predict
+        source = self.input_specs[0]
+        codes = np.clip(np.rint(x.reshape(-1, n_in)[:1] / source.scale) + source.zero_point, source.lo, source.hi)
+        self.q_impl(codes.astype(np.int64))
+        return spec
+
+    def q_impl(self, x: Any) -> Any:
+        result = self.user.q_impl(traced_array(x, self.user._input_quantizers[0]), **self.user.attrs)
+        spec = self.output_spec
+        grid = getattr(result, "quantizer", None)
+        if not (
+            getattr(result, "integer_result", False)
+            and np.array_equal(np.broadcast_to(grid.scale, np.shape(spec.scale)), spec.scale)
+            and np.array_equal(np.broadcast_to(grid.zero_point, np.shape(spec.zero_point)), spec.zero_point)
+        ):
+            raise ValueError(
+                f"{self.impl_class.__name__} (Gemm '{self.name}'): q_impl must return the integer product on the "
+                "accumulator's grid, self.make_output_quant_parameters(product, m_matmul, -q_bias.values / m_matmul) "
+                "with m_matmul = q_input.quantizer.scale * q_weights.quantizer.scale; re-quantizing it to another "
+                "grid would need a lookup on the wide accumulator"
+            )
+        return hint_range(result.qvalues, *self.product_range)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.impl_class.__name__}, name={self.name!r}, inputs={self.inputs})"
+
+
+__all__ = ["QuantizedCustomGemm", "QuantizedCustomOp", "defines_q_impl"]

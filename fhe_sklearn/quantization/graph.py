@@ -34,14 +34,20 @@ class GraphBuilder:
         return name
 
     def add(
-        self, op_type: str, *inputs: str, name: str | None = None, overflow_hint: str | None = None, **params: Any
+        self,
+        op_type: str | type[QuantizedOp],
+        *inputs: str,
+        name: str | None = None,
+        overflow_hint: str | None = None,
+        **params: Any,
     ) -> str:
         """Append an op of the registered ``op_type`` reading the values ``inputs``.
 
         Parameters
         ----------
-        op_type : str
-            A key of :data:`~fhe_sklearn.quantization.registry.OP_REGISTRY`.
+        op_type : str or QuantizedOp subclass
+            A key of :data:`~fhe_sklearn.quantization.registry.OP_REGISTRY`, or an op class
+            not meant for the registry (e.g. one running a user's custom op).
         *inputs : str
             Names of the values it reads (inputs or earlier ops); default: the last value.
         name : str, optional
@@ -56,8 +62,8 @@ class GraphBuilder:
         str
             The name of the op's output value.
         """
-        cls = op_class(op_type)
-        name = name or f"{op_type.lower()}_{len(self._ops)}"
+        cls = op_type if isinstance(op_type, type) else op_class(op_type)
+        name = name or f"{cls.op_type.lower()}_{len(self._ops)}"
         op = cls(name, inputs=list(inputs) or [self.last], **params)
         if overflow_hint is not None:
             op.overflow_hint = overflow_hint
