@@ -232,7 +232,7 @@ class HybridFHEModel:
             )
             if compile:
                 p_error = options.pop("p_error", None)
-                if wrapper.linear and output_noise:
+                if wrapper.linear and output_noise and not any(op.is_univariate for op in q_module.ops):
                     with torch.no_grad():
                         reference = module(torch.as_tensor(rows, dtype=torch.float32)).numpy()
                     p_error = leveled_p_error(q_module, rows, reference, output_noise) or p_error
