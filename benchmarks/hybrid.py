@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, machine
-from benchmarks.hybrid_reference import layer_and_data
+from benchmarks.hybrid_reference import call_figures, layer_and_data
 from fhe_sklearn.deployment import FHEModelClient, FHEModelServer
 from fhe_sklearn.torch import HybridFHEModel
 from fhe_sklearn.torch.hybrid import _table
@@ -222,15 +222,7 @@ def linear_case(
         "accumulator_bits": report["accumulator_bits"],
         "complexity": report["complexity"],
         "keygen_s": keygen_s,
-        "evaluation_key_bytes": len(keys),
-        "bytes_sent_per_call": len(encrypted),
-        "bytes_received_per_call": len(result),
-        "server_run_s": float(np.median(run_s)),
-        "call_s": float(np.median(call_s)),
-        "max_abs_error": float(np.abs(y.reshape(-1) - reference).max()),
-        "rms_error": float(np.sqrt(((y.reshape(-1) - reference) ** 2).mean())),
-        "edge_row_max_abs_error": float(np.abs(y_edge.reshape(-1) - edge_reference).max()),
-        "edge_row_output_0": [float(y_edge.reshape(-1)[0]), float(edge_reference[0])],
+        **call_figures(keys, encrypted, result, run_s, call_s, (y, reference), (y_edge, edge_reference)),
     }
     if not http:
         return measured

@@ -35,6 +35,26 @@ def layer_and_data(n: int, seed: int = 0) -> tuple:
     return weight, bias, X, edge
 
 
+def call_figures(
+    keys: bytes, encrypted: bytes, result: bytes, run_s: list, call_s: list, row: tuple, edge: tuple
+) -> dict:
+    """What both sides report of a remote layer's calls: bytes, median times, errors against
+    float on a typical row and on the edge row (each ``(decrypted, reference)``)."""
+    y, reference = (np.asarray(v).reshape(-1) for v in row)
+    y_edge, edge_reference = (np.asarray(v).reshape(-1) for v in edge)
+    return {
+        "evaluation_key_bytes": len(keys),
+        "bytes_sent_per_call": len(encrypted),
+        "bytes_received_per_call": len(result),
+        "server_run_s": float(np.median(run_s)),
+        "call_s": float(np.median(call_s)),
+        "max_abs_error": float(np.abs(y - reference).max()),
+        "rms_error": float(np.sqrt(((y - reference) ** 2).mean())),
+        "edge_row_max_abs_error": float(np.abs(y_edge - edge_reference).max()),
+        "edge_row_output_0": [float(y_edge[0]), float(edge_reference[0])],
+    }
+
+
 def circuit_path(linear, X: np.ndarray, n_bits: int, n_calls: int, reference: np.ndarray, edge: tuple) -> dict:
     from concrete.ml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
     from concrete.ml.torch.compile import compile_torch_model
@@ -71,14 +91,7 @@ def circuit_path(linear, X: np.ndarray, n_bits: int, n_calls: int, reference: np
         "pbs": int(circuit.programmable_bootstrap_count),
         "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
         "keygen_s": keygen_s,
-        "evaluation_key_bytes": len(keys),
-        "bytes_sent_per_call": len(encrypted),
-        "bytes_received_per_call": len(result),
-        "server_run_s": float(np.median(run_s)),
-        "call_s": float(np.median(call_s)),
-        "max_abs_error": float(np.abs(np.asarray(y).reshape(-1) - reference).max()),
-        "edge_row_max_abs_error": float(np.abs(np.asarray(y_edge).reshape(-1) - edge_reference).max()),
-        "edge_row_output_0": [float(np.asarray(y_edge).reshape(-1)[0]), float(edge_reference[0])],
+        **call_figures(keys, encrypted, result, run_s, call_s, (y, reference), (y_edge, edge_reference)),
     }
 
 
