@@ -5,7 +5,8 @@
     python -m benchmarks.lean --compress no --output DIR        # concrete's default configuration
 
 Cases (issue 13): breast_cancer (diabetes for the regressor), standardized, test_size=0.2,
-random_state=0, n_bits=6 for trees, the README's network. Each case runs in its own process
+random_state=0, n_bits=6 for trees, the README's network, k-NN (k=5, default n_bits and error
+budget) on the first 50 or 200 training rows. Each case runs in its own process
 (peak memory is its own, see benchmarks/run.py), one case at a time. Per case: accuracy of
 the float model, of ``fhe="disable"`` and of ``fhe="simulate"`` on the whole test set (and
 whether they agree), PBS, widest integer, distinct PBS precisions (parameter sets), the
@@ -53,7 +54,13 @@ CASES: list[tuple[str, str, dict, str, str | None]] = [
     ),
     ("RF 20x4 wine", "RandomForestClassifier", {"n_estimators": 20, "max_depth": 4, "random_state": 0}, "wine", "rf"),
     ("NeuralNet (README)", "NeuralNetClassifier", {"random_state": 0}, "breast_cancer", None),
+    # "dataset:n": the first n training rows. Concrete ML 1.9 finds no parameters for these
+    # (benchmarks/neighbors_reference.py), so no reference side
+    ("k-NN 50 points", "KNeighborsClassifier", {"n_neighbors": 5}, "breast_cancer:50", None),
+    ("k-NN 200 points", "KNeighborsClassifier", {"n_neighbors": 5}, "breast_cancer:200", None),
 ]
+#: estimators whose rows run at the tree settings below
+TREE_MODELS = ("DecisionTree", "RandomForest", "XGB")
 TREE_N_BITS = 6
 #: Concrete ML figures on this machine and split when it cannot run here (issue 13)
 REFERENCE_FALLBACK = {
@@ -103,8 +110,12 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
 
     import fhe_sklearn
 
+    dataset, _, n_train = dataset.partition(":")
     X_train, X_test, y_train, y_test = load(dataset)
-    if not name.startswith("NeuralNet"):
+    if n_train:
+        X_train, y_train = X_train[: int(n_train)], y_train[: int(n_train)]
+    tree = name.startswith(TREE_MODELS)
+    if tree:
         # the upload of one integer per feature (the default keeps the thresholds private)
         params = {**params, "n_bits": TREE_N_BITS, "input_encoding": "rank"}
     model = getattr(fhe_sklearn, name)(**params).fit(X_train, y_train)
@@ -115,7 +126,8 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
         "no": fhe.Configuration(),
     }[compress]
     start = time.perf_counter()
-    circuit = model.compile(X_train, configuration=configuration, global_p_error=1e-7)
+    # trees at Concrete ML's side's budget; the others at their own default (k-NN: looser)
+    circuit = model.compile(X_train, configuration=configuration, global_p_error=1e-7 if tree else None)
     circuit.enable_fhe_execution()  # built on first use by default: part of the compile time
     compile_s = time.perf_counter() - start
     regressor = "Regressor" in name
@@ -135,6 +147,7 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
         "model": name,
         "params": params,
         "dataset": dataset,
+        "n_train": len(X_train),
         "metric": "r2" if regressor else "accuracy",
         "float_score": score(model.sklearn_model.predict(X_test)),
         "disable_score": score(disabled),

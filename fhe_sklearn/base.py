@@ -233,7 +233,8 @@ class FHEEstimatorMixin:
             Error probability of each programmable bootstrap (PBS).
         global_p_error : float, optional
             Error probability of a whole circuit run. Without ``p_error`` or
-            ``global_p_error`` (here or in ``configuration``), ``1e-7``.
+            ``global_p_error`` (here or in ``configuration``), the model's default: ``1e-7``,
+            k-NN ``1e-3`` (``fhe_sklearn.neighbors.KNN_GLOBAL_P_ERROR``).
         verbose : bool
             Print concrete's compilation details.
 

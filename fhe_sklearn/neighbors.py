@@ -50,9 +50,15 @@ from .quantization.registry import register_op
 #: default bits of each query feature and of the windowed distance keys. breast_cancer, k=5:
 #: agreement with scikit-learn 0.939 / 0.965 / 0.982 on 50 / 100 / 200 training points; 5-bit
 #: keys agree a little more (0.965 on 50) for twice the complexity (6-bit lookups need 8192-
-#: coefficient keys at this library's error budget, 5-bit ones 4096)
+#: coefficient keys at 1e-7, 5-bit ones 4096)
 DEFAULT_INPUT_BITS = 3
 DEFAULT_DISTANCE_BITS = 4
+#: a k-NN circuit's error budget when the user sets none. A wrong lookup here moves one
+#: distance key by a step or flips one point's mask bit: at worst one vote, next to the ~5% of
+#: queries the quantized distances already decide differently from scikit-learn. At 1e-3 the
+#: 5-bit selection lookups fit 2048-coefficient keys instead of 4096 (breast_cancer, 50 / 200
+#: points: keys 97 -> 61 MB / 144 -> 96 MB, complexity -38% / -36%)
+KNN_GLOBAL_P_ERROR = 1e-3
 #: default bits of each quantized regression target: a level is 1/15 of the target range, and
 #: the rounding errors of k targets average out (diabetes: test R² 0.249 vs 0.259 at 5 bits).
 #: Ties can select every training point, so the sums' width grows with n_train * 2**bits and
@@ -308,7 +314,7 @@ def lower_neighbors(
         # ties can select every point: the sum's range is over the whole training set
         overflow_hint="lower n_bits['op_targets'] (regressor) or use fewer training points",
     )
-    return builder.build(X_train)
+    return builder.build(X_train, default_global_p_error=KNN_GLOBAL_P_ERROR)
 
 
 def quantize_targets(y: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

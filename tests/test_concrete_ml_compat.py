@@ -85,6 +85,15 @@ def test_error_probability_must_be_a_probability(kwargs):
         resolve_compile_options(**kwargs)
 
 
+def test_a_model_default_budget_yields_to_the_user():
+    # a module's own default (k-NN: 1e-3) applies only when the user sets no probability
+    assert resolve_compile_options(default_global_p_error=1e-3).configuration.global_p_error == 1e-3
+    chosen = resolve_compile_options(p_error=1e-9, default_global_p_error=1e-3).configuration
+    assert (chosen.p_error, chosen.global_p_error) == (1e-9, None)
+    chosen = resolve_compile_options(fhe.Configuration(global_p_error=1e-7), default_global_p_error=1e-3)
+    assert chosen.configuration.global_p_error == 1e-7
+
+
 def test_argument_contradicting_configuration_raises():
     with pytest.raises(ValueError, match=r"contradicts configuration\.p_error"):
         resolve_compile_options(fhe.Configuration(p_error=1e-3), p_error=1e-4)

@@ -11,7 +11,13 @@ from sklearn.preprocessing import StandardScaler
 
 import fhe_sklearn
 from fhe_sklearn import KNeighborsClassifier, KNeighborsRegressor
-from fhe_sklearn.neighbors import QuantizedKSmallestMask, _metric_p, lower_neighbors, quantize_targets
+from fhe_sklearn.neighbors import (
+    KNN_GLOBAL_P_ERROR,
+    QuantizedKSmallestMask,
+    _metric_p,
+    lower_neighbors,
+    quantize_targets,
+)
 from fhe_sklearn.quantization import TensorSpec
 
 #: (estimator, its dataset fixture): the regressor on diabetes (353 training points)
@@ -47,11 +53,12 @@ def test_simulate_equals_disable(cls, dataset, p, request):
     np.testing.assert_array_equal(module.quantized_forward(x_q, fhe="simulate"), votes)
     np.testing.assert_array_equal(model.predict(X_test[:8], fhe="simulate"), model.predict(X_test[:8]))
     assert [op.op_type for op in module.ops][-2:] == ["KSmallestMask", "IntegerMatMul"]
-    # distances cut to a 4-bit window: no lookup reads more than 5 bits, whose keys at this
-    # library's error budget have 4096 coefficients (6 bits: 8192)
+    # distances cut to a 4-bit window: no lookup reads more than 5 bits, whose keys at k-NN's
+    # error budget have 2048 coefficients (4096 at the library's 1e-7, 8192 for 6 bits)
     assert module.ops[-2].windowed and module.ops[-2].span == 15
+    assert module.default_global_p_error == KNN_GLOBAL_P_ERROR
     parameters = module.fhe_circuit.statistics["programmable_bootstrap_count_per_parameter"]
-    assert max(parameter.polynomial_size() for parameter in parameters) <= 4096
+    assert max(parameter.polynomial_size() for parameter in parameters) == 2048
     # at least k neighbours vote (more only when tied with the k-th); the regressor counts them
     # in its last column, after the sums of their targets
     counts = votes.sum(axis=1) if cls is KNeighborsClassifier else votes[:, -1]
@@ -141,6 +148,7 @@ def test_from_sklearn_model_pipeline_grid_search_and_dump(cancer):
 
     loaded = fhe_sklearn.loads(model.dumps())
     np.testing.assert_array_equal(loaded.predict(scaler.transform(X_test)), model.predict(scaler.transform(X_test)))
+    assert loaded.quantized_module_.default_global_p_error == KNN_GLOBAL_P_ERROR  # the file keeps the budget
 
 
 @pytest.mark.fhe_execute

@@ -74,7 +74,7 @@ def default_configuration() -> fhe.Configuration:
     )
 
 
-def _check_probability(value: float | None, name: str) -> None:
+def check_probability(value: float | None, name: str) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
@@ -96,6 +96,7 @@ def resolve_compile_options(
     global_p_error: float | None = None,
     show_mlir: bool = False,
     verbose: bool = False,
+    default_global_p_error: float | None = None,
 ) -> CompileOptions:
     """The configuration and debug-artifact location of one compilation.
 
@@ -111,6 +112,9 @@ def resolve_compile_options(
         Print the MLIR of the circuit (as ``configuration.show_mlir``).
     verbose : bool
         Print concrete's compilation details (as ``configuration.verbose``).
+    default_global_p_error : float, optional
+        The budget of a run when neither error probability is set (None:
+        ``DEFAULT_GLOBAL_P_ERROR``); a module gives its own.
 
     Returns
     -------
@@ -138,15 +142,15 @@ def resolve_compile_options(
         configuration = default_configuration()
     p_error = _merge(p_error, configuration.p_error, "p_error")
     global_p_error = _merge(global_p_error, configuration.global_p_error, "global_p_error")
-    _check_probability(p_error, "p_error")
-    _check_probability(global_p_error, "global_p_error")
+    check_probability(p_error, "p_error")
+    check_probability(global_p_error, "global_p_error")
     if p_error is not None and global_p_error is not None:
         raise ValueError(
             f"set either p_error ({p_error}, per programmable bootstrap) or global_p_error "
             f"({global_p_error}, per circuit run), not both (arguments and configuration included)"
         )
     if p_error is None and global_p_error is None:
-        global_p_error = DEFAULT_GLOBAL_P_ERROR
+        global_p_error = DEFAULT_GLOBAL_P_ERROR if default_global_p_error is None else default_global_p_error
     overrides: dict = {"p_error": p_error, "global_p_error": global_p_error}
     # only switch printing on: a configuration that already prints keeps doing so
     if show_mlir:
@@ -161,4 +165,10 @@ def resolve_compile_options(
     return CompileOptions(configuration, artifacts)
 
 
-__all__ = ["DEFAULT_GLOBAL_P_ERROR", "CompileOptions", "default_configuration", "resolve_compile_options"]
+__all__ = [
+    "DEFAULT_GLOBAL_P_ERROR",
+    "CompileOptions",
+    "check_probability",
+    "default_configuration",
+    "resolve_compile_options",
+]

@@ -95,10 +95,18 @@ class GraphBuilder:
         """The op producing ``name``."""
         return next(o for o in self._ops if o.name == name)
 
-    def build(self, *calibration_data: Any, post_processing: str | None = None) -> QuantizedModule:
+    def build(
+        self, *calibration_data: Any, post_processing: str | None = None, default_global_p_error: float | None = None
+    ) -> QuantizedModule:
         """The QuantizedModule, calibrated on float data (one array per input);
-        ``post_processing`` as :class:`QuantizedModule`'s."""
-        module = QuantizedModule(self._inputs, self._ops, self._outputs or None, post_processing=post_processing)
+        ``post_processing`` and ``default_global_p_error`` as :class:`QuantizedModule`'s."""
+        module = QuantizedModule(
+            self._inputs,
+            self._ops,
+            self._outputs or None,
+            post_processing=post_processing,
+            default_global_p_error=default_global_p_error,
+        )
         module.calibrate(*calibration_data)
         return module
 

@@ -12,7 +12,7 @@ import numpy as np
 from concrete import fhe
 
 from .base_op import QuantizedOp, TensorSpec
-from .compile_options import resolve_compile_options
+from .compile_options import check_probability, resolve_compile_options
 from .execution import forget_circuit, get_backend
 from .integer_ops import QuantizedTruncate
 from .lattice import LatticeQuantizer
@@ -76,6 +76,10 @@ class QuantizedModule:
     post_processing : {"softmax", "log_softmax", "argmax"}, optional
         What the client applies to the de-quantized output(s), outside the circuit (e.g.
         the final Softmax of an imported network); saved with the module. None: nothing.
+    default_global_p_error : float, optional
+        The error budget :meth:`compile` uses when the caller sets none (saved with the
+        module): a model family whose lookups tolerate rare errors sets a looser one. None:
+        ``DEFAULT_GLOBAL_P_ERROR``.
     """
 
     def __init__(
@@ -84,7 +88,9 @@ class QuantizedModule:
         ops: list[QuantizedOp],
         outputs: str | Sequence[str] | None = None,
         post_processing: str | None = None,
+        default_global_p_error: float | None = None,
     ) -> None:
+        check_probability(default_global_p_error, "default_global_p_error")
         if post_processing is not None and post_processing not in POST_PROCESSING:
             raise ValueError(f"post_processing must be None or one of {list(POST_PROCESSING)}, got {post_processing!r}")
         named = dict(inputs) if isinstance(inputs, Mapping) else {"input": inputs}
@@ -110,6 +116,7 @@ class QuantizedModule:
         self.ops = list(ops)
         self.output_names = outputs
         self.post_processing = post_processing
+        self.default_global_p_error = default_global_p_error
         self.fhe_circuit: fhe.Circuit | None = None
         #: per-sample shape of each input, fixed by calibration
         self.input_shapes: list[tuple[int, ...]] | None = None
@@ -435,8 +442,9 @@ class QuantizedModule:
         array, or a tuple of arrays for a module of several inputs.
 
         Without ``p_error`` or ``global_p_error`` (as arguments or in ``configuration``), the
-        whole run may be wrong with probability ``DEFAULT_GLOBAL_P_ERROR`` (1e-7), so execute
-        and simulate agree with the integer graph in practice; setting both is an error. See
+        whole run may be wrong with probability ``default_global_p_error`` (by default
+        ``DEFAULT_GLOBAL_P_ERROR``, 1e-7, so execute and simulate agree with the integer graph
+        in practice); setting both is an error. See
         :func:`~fhe_sklearn.quantization.compile_options.resolve_compile_options`. Without
         ``configuration``, keys and inputs are compressed
         (:func:`~fhe_sklearn.quantization.compile_options.default_configuration`).
@@ -463,7 +471,9 @@ class QuantizedModule:
         circuit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in parameters]
         )
-        options = resolve_compile_options(configuration, p_error, global_p_error, show_mlir, verbose)
+        options = resolve_compile_options(
+            configuration, p_error, global_p_error, show_mlir, verbose, self.default_global_p_error
+        )
         start = time.perf_counter()
         try:
             compiled = fhe.Compiler(circuit, dict.fromkeys(parameters, "encrypted")).compile(
