@@ -49,6 +49,7 @@ from .quantization import (
     UniformQuantizer,
 )
 from .quantization.bins import ThresholdBinQuantizer
+from .quantization.quantizers import integer_bit_width
 from .quantization.rank import merge_close_cuts, rank_quantizer
 from .quantization.unary import UnaryDigitQuantizer
 
@@ -190,6 +191,12 @@ QUANTIZATION_MODES = ("uniform", "splits")
 #: to 4-bit ranks where a feature has many: scikit-learn's estimator checks on random
 #: forests and extra trees fail on that loss); see :mod:`~fhe_sklearn.quantization.rank`
 INPUT_ENCODINGS = ("unary", "rank")
+#: what the client decrypts: "auto" (the default) the scores as binary digit planes where
+#: that is cheaper (see PLANE_MIN_SUM_BITS), else one integer per output; "planes" always;
+#: "sum" never (a sum over 16 bits is then refused). Planes tell the client, per output and
+#: bit, how many trees reached a leaf with that bit set (a digit count, not which leaf:
+#: Concrete ML returns every tree's leaf value); "sum" reveals only the scores
+OUTPUT_ENCODINGS = ("auto", "planes", "sum")
 
 
 def lower_trees(
@@ -200,6 +207,7 @@ def lower_trees(
     n_bits_leaves: int,
     quantization: str = "uniform",
     input_encoding: str = "unary",
+    output_encoding: str = "auto",
 ) -> QuantizedModule:
     """Build and calibrate the QuantizedModule of a sum of ``trees`` (see module docstring).
 
@@ -214,11 +222,13 @@ def lower_trees(
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
     if input_encoding not in INPUT_ENCODINGS:
         raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
+    if output_encoding not in OUTPUT_ENCODINGS:
+        raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
     circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
     leaf_quantizers, multipliers, leaf_scale = _leaf_quantizers(trees, n_bits_leaves)
     for tree, leaf_q, m in zip(trees, leaf_quantizers, multipliers):
         circuit.add_tree(tree, leaf_q, m)
-    return circuit.build(X, leaf_scale, input_encoding)
+    return circuit.build(X, leaf_scale, input_encoding, output_encoding)
 
 
 @dataclass(frozen=True)
@@ -253,6 +263,8 @@ class _TreeCircuit:
         # exactly one leaf per tree and column is reached: the sum's true range, per column
         self.reach_lo = np.zeros(n_outputs, dtype=np.int64)
         self.reach_hi = np.zeros(n_outputs, dtype=np.int64)
+        #: each tree's output columns and leaf integers (minus its offset, times its multiple)
+        self.tree_leaves: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add_tree(self, tree: FlatTree, leaf_q: UniformQuantizer, multiplier: int) -> None:
         # a table returns the reached leaf's integer minus the tree's offset (0 elsewhere);
@@ -265,6 +277,7 @@ class _TreeCircuit:
         offset = np.array([_table_offset(reached[:, j]) for j in range(reached.shape[1])])
         self.bias[tree.columns] += multiplier * offset
         q_values, reached = q_values - offset, reached - offset
+        self.tree_leaves.append((np.asarray(tree.columns), multiplier * reached))
         self.reach_lo[tree.columns] += multiplier * np.minimum(reached.min(axis=0), 0)
         self.reach_hi[tree.columns] += multiplier * np.maximum(reached.max(axis=0), 0)
         stack: list[tuple[int, list[_Decision]]] = [(0, [])]
@@ -282,7 +295,9 @@ class _TreeCircuit:
                 if not tree.is_leaf(child):
                     stack.append((child, [*path, _Decision(split, const, went_left)]))
 
-    def build(self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary") -> QuantizedModule:
+    def build(
+        self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary", output_encoding: str = "auto"
+    ) -> QuantizedModule:
         features, thresholds = self.splits.thresholds()
         used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
         renumber = {old: new for new, old in enumerate(used)}
@@ -293,6 +308,15 @@ class _TreeCircuit:
         lookups = _leaf_lookups(slots, len(self.bias))
         # one precision for a few lookups (see the module docstring)
         single = len(used) + len(lookups) <= SINGLE_PRECISION_MAX_LOOKUPS
+        # "planes" and a sum over 16 bits always; "auto" where it pays (see PLANES_MAX_LOOKUP_RATIO)
+        forced = output_encoding == "planes" or (output_encoding == "auto" and self._sum_bits() > MAX_BIT_WIDTH)
+        planes = self._score_planes(forced) if forced or (output_encoding == "auto" and not single) else 0
+        if planes:
+            by_plane = _leaf_lookups(slots, len(self.bias), planes)
+            if forced or len(by_plane) <= PLANES_MAX_LOOKUP_RATIO * len(lookups):
+                lookups = by_plane
+            else:
+                planes = 0
         leaf_terms = LEAF_TERMS if single else None
         forms = _PathForms(renumber)
         sums, depths = [], []
@@ -305,7 +329,7 @@ class _TreeCircuit:
             depths.append(len(terms))
         width = 2 * max(depths) + 2
         tables = np.zeros((len(lookups), width), dtype=np.int64)
-        to_output = np.zeros((len(lookups), len(self.bias)), dtype=np.int64)
+        to_output = np.zeros((len(lookups), max(planes, 1) * len(self.bias)), dtype=np.int64)
         for s, ((_, on_left, on_right, row), depth) in enumerate(zip(lookups, depths)):
             tables[s, 2 * depth + 1], tables[s, 2 * depth] = on_left, on_right
             to_output[s] = row
@@ -337,21 +361,65 @@ class _TreeCircuit:
         weight, bias = forms.matrix(sums, len(features), below=len(bits))
         builder.add("IntegerMatMul", source, name="paths", weight=weight, bias=bias)
         builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale, lookup_bits=lookup_bits)
+        if planes:
+            # the bias would widen plane 0: it becomes the client's zero point instead
+            zero_point = np.concatenate([-self.bias, np.zeros((planes - 1) * len(self.bias), dtype=np.int64)])
+            lo, hi = self._plane_bounds(planes)
+            sum_args = {
+                "bounds": (lo, hi),
+                "output_scale": np.repeat(leaf_scale * 2.0 ** np.arange(planes), len(self.bias)),
+                "output_zero_point": zero_point,
+                "output_blocks": planes,
+            }
+        else:
+            sum_args = {"bias": self.bias, "bounds": (self.reach_lo, self.reach_hi)}
         builder.add(
             "IntegerMatMul",
             name="tree_sum",
             weight=to_output,
-            bias=self.bias,
-            bounds=(self.reach_lo, self.reach_hi),
             overflow_hint="lower n_bits['op_leaves'] or use fewer trees",
+            **sum_args,
         )
         return builder.build(X)
+
+    def _score_planes(self, forced: bool = False) -> int:
+        """Binary digit planes the score is sent back in (0: one integer per column): the
+        bits of the leaf integers, when the sum is wider than ``PLANE_MIN_SUM_BITS`` (or
+        ``forced``)."""
+        if not self.tree_leaves or (not forced and self._sum_bits() <= PLANE_MIN_SUM_BITS):
+            return 0
+        largest = max(int(np.abs(values).max(initial=0)) for _, values in self.tree_leaves)
+        return max(1, largest.bit_length())
+
+    def _sum_bits(self) -> int:
+        """Width of the score sum in one integer per column."""
+        return integer_bit_width(self.reach_lo + self.bias, self.reach_hi + self.bias)
+
+    def _plane_bounds(self, planes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Range of each plane's sum, column by column: one leaf per tree is reached, so a
+        tree adds one of its leaves' digits."""
+        n = len(self.bias)
+        lo, hi = np.zeros((planes, n), dtype=np.int64), np.zeros((planes, n), dtype=np.int64)
+        for columns, values in self.tree_leaves:
+            for j, digit in enumerate(_binary_digits(values, planes)):
+                lo[j, columns] += np.minimum(digit.min(axis=0), 0)
+                hi[j, columns] += np.maximum(digit.max(axis=0), 0)
+        return lo.ravel(), hi.ravel()
 
 
 #: circuits of at most this many lookups (comparisons + leaf lookups) get one PBS precision:
 #: measured, a depth-5 tree (20) runs 29% faster on one, a 20×3 XGBClassifier (151) as fast,
 #: a 20×4 forest (281) 22% slower
 SINGLE_PRECISION_MAX_LOOKUPS = 100
+#: a score sum wider than this goes back as binary digit planes (the client adds them up):
+#: a lookup then writes a plane's few bits, not the sum's 11-12, and its keys shrink. RF 20x4
+#: digits: complexity 6.3e10 -> 3.3e10, 6.4 -> 3.2 s per row, keys 53 -> 19 MB, output 164 KB -> 1.1 MB
+PLANE_MIN_SUM_BITS = 7
+#: planes need one lookup per leaf, not per node with a leaf child: kept when that costs at
+#: most this many times the leaf lookups. Measured (20 trees): RF depth 4 on breast_cancer
+#: 1.2x, complexity -7%; XGBClassifier depth 3 1.63x, -9%, keys 35 -> 19 MB; XGBRegressor
+#: depth 3 1.73x, +9% and 12% slower (keys 60 -> 43 MB)
+PLANES_MAX_LOOKUP_RATIO = 1.65
 #: the width every lookup of a one-precision tree circuit reads: 3-digit comparisons sum to 3 bits
 LOOKUP_BITS = 3
 #: terms a leaf lookup reads (``bit + 2 * terms`` in ``[0, 2**LOOKUP_BITS - 1]``)
@@ -445,20 +513,40 @@ class _PathForms:
         return weight, np.array([form[1] for form in forms], dtype=np.int64)
 
 
-def _leaf_lookups(slots: list[_LeafSlot], n_outputs: int) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
+def _binary_digits(values: np.ndarray, planes: int) -> list[np.ndarray]:
+    """Signed binary digits of integers: ``values == sum_j 2**j * digits[j]``, each in {-1, 0, 1}."""
+    magnitude, sign = np.abs(values), np.sign(values)
+    return [sign * ((magnitude >> j) & 1) for j in range(planes)]
+
+
+def _leaf_lookups(
+    slots: list[_LeafSlot], n_outputs: int, planes: int = 0
+) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
     """The leaf lookups: (path, table value if the left leaf is reached, if the right one is,
     row of ``tree_sum``'s weights).
 
     A node whose leaves hold values in several columns (multi-class forests) gets one lookup
     per column returning the reached leaf's value, or, when that is fewer lookups, one per
     leaf child returning whether it is reached, its values then weights of the (PBS-free)
-    sum; nodes on the same path in several trees share those.
+    sum; nodes on the same path in several trees share those. With ``planes``, every lookup
+    is of the second kind and a row holds the binary digits of the leaf's values, plane by
+    plane (``planes * n_outputs`` weights, each tree's digits added separately).
     """
     by_path: dict[tuple[_Decision, ...], list[_LeafSlot]] = {}
     for slot in slots:
         by_path.setdefault(tuple(slot.path), []).append(slot)
     lookups = []
     for path, group in by_path.items():
+        if planes:
+            for side in ("q_left", "q_right"):
+                row = np.zeros((planes, n_outputs), dtype=np.int64)
+                for slot in group:
+                    row[:, slot.column] += np.ravel(
+                        _binary_digits(np.array([slot.multiplier * getattr(slot, side)]), planes)
+                    )
+                if row.any():
+                    lookups.append((list(path), int(side == "q_left"), int(side == "q_right"), row.ravel()))
+            continue
         left, right = np.zeros(n_outputs, dtype=np.int64), np.zeros(n_outputs, dtype=np.int64)
         for slot in group:
             left[slot.column] += slot.multiplier * slot.q_left

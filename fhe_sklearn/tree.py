@@ -17,7 +17,7 @@ from sklearn import tree as sk_tree
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._tree_lowering import INPUT_ENCODINGS, QUANTIZATION_MODES, FlatTree, lower_trees, threshold_grid
+from ._tree_lowering import INPUT_ENCODINGS, OUTPUT_ENCODINGS, QUANTIZATION_MODES, FlatTree, lower_trees, threshold_grid
 from .base import FHEClassifierMixin, FHEEstimatorMixin, FHERegressorMixin
 from .exceptions import QuantizationAgreementWarning
 from .quantization import QuantizedModule
@@ -38,7 +38,7 @@ class _TreeModel(FHEEstimatorMixin):
 
     _n_bits_keys: ClassVar[tuple[str, ...]] = ("op_inputs", "op_leaves")
     _default_n_bits: ClassVar[int] = 6
-    _extra_params: ClassVar[dict] = {"quantization": "uniform", "input_encoding": "unary"}
+    _extra_params: ClassVar[dict] = {"quantization": "uniform", "input_encoding": "unary", "output_encoding": "auto"}
     _client_attributes: ClassVar[dict[str, type]] = {"n_averaged_": int}
 
     @classmethod
@@ -59,7 +59,9 @@ class _TreeModel(FHEEstimatorMixin):
             Default 6; ``{"op_inputs": a}`` or ``{"op_inputs": a, "op_leaves": b}``.
         **fhe_params
             ``quantization`` (``"uniform"`` or ``"splits"``), ``input_encoding`` (``"unary"``
-            or ``"rank"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`).
+            or ``"rank"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`),
+            ``output_encoding`` (``"auto"``, ``"planes"`` or ``"sum"``, see
+            :data:`fhe_sklearn._tree_lowering.OUTPUT_ENCODINGS`).
 
         Returns
         -------
@@ -107,6 +109,8 @@ class _TreeModel(FHEEstimatorMixin):
             raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}")
         if self.input_encoding not in INPUT_ENCODINGS:
             raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {self.input_encoding!r}")
+        if self.output_encoding not in OUTPUT_ENCODINGS:
+            raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {self.output_encoding!r}")
 
     def _set_fitted_attributes(self) -> None:
         super()._set_fitted_attributes()
@@ -120,7 +124,14 @@ class _TreeModel(FHEEstimatorMixin):
         bits = self._tree_n_bits()
         n_outputs = 1 + max(int(t.columns.max()) for t in trees)
         return lower_trees(
-            trees, n_outputs, X, bits["op_inputs"], bits["op_leaves"], self.quantization, self.input_encoding
+            trees,
+            n_outputs,
+            X,
+            bits["op_inputs"],
+            bits["op_leaves"],
+            self.quantization,
+            self.input_encoding,
+            self.output_encoding,
         )
 
 

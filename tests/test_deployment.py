@@ -280,6 +280,8 @@ def test_client_spec_of_every_family_predicts_as_the_model(scaled_wine, scaled_d
         (RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0), X_c, y_c, Xt_c),
         (RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0, quantization="splits"), X_c, y_c, Xt_c),
         (XGBClassifier(n_estimators=3, max_depth=2), X_c, y_c, Xt_c),
+        # 20 trees: the score comes back in binary digit planes the client adds up
+        (RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0), X_c, y_c, Xt_c),
         (PoissonRegressor(), X_r, y_r - y_r.min() + 1, Xt_r),
         (DecisionTreeRegressor(max_depth=2), X_r, y_r, Xt_r),
         (XGBRegressor(n_estimators=3, max_depth=2), X_r, y_r, Xt_r),

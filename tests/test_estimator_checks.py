@@ -1,8 +1,6 @@
 """scikit-learn's own API checks, run on every estimator.
 
 Skipped, with the reason:
-- HistGradientBoostingClassifier, LGBMClassifier / check_class_weight_classifiers: 100 boosted
-  trees on that check's data need a 17-bit leaf sum: refused with a clear error.
 - Ridge / check_non_transformer_estimators_n_iter: direct solvers leave ``n_iter_`` at None;
   scikit-learn exempts its own Ridge from this check by class identity, so ours trips it.
 """
@@ -31,12 +29,6 @@ def _tiny(cls):
 ESTIMATORS = [_tiny(getattr(fhe_sklearn, name)) for name in fhe_sklearn.__all__ if name[0].isupper()]
 
 EXPECTED_FAILURES = {
-    "HistGradientBoostingClassifier": {
-        "check_class_weight_classifiers": "17-bit leaf sum on that check's data (clear error, fewer trees)"
-    },
-    "LGBMClassifier": {
-        "check_class_weight_classifiers": "17-bit leaf sum on that check's data (clear error, fewer trees)"
-    },
     "Ridge": {"check_non_transformer_estimators_n_iter": "n_iter_ is None for direct solvers (sklearn exempts Ridge)"},
 }
 

@@ -32,14 +32,14 @@ TREE_CASES = [
         9 * 30,
         3,
     ),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3, **RANK}, "breast_cancer", 12, 1, 1.32e10, 30, 3),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3, **RANK}, "breast_cancer", 6, 1, 1.20e10, 30, 3),
     (
         "RandomForestClassifier",
         {"n_estimators": 20, "max_depth": 4, "random_state": 0, **RANK},
         "breast_cancer",
-        11,
+        5,
         2,
-        2.72e10,
+        2.55e10,
         30,
         4,
     ),
@@ -100,6 +100,23 @@ def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, co
         assert splits.lookup_bits == comparison_bits
     assert circuit.programmable_bootstrap_count == comparisons + sum(len(op.tables) for op in lookups)
     assert model.quantized_module_.quantize_input(X_test[:1]).shape == (1, n_sent)
+
+
+def test_wide_scores_go_back_in_digit_planes():
+    # RF 20x4 on digits: 10 class sums of 20 6-bit leaves (11 bits) go back as 7 binary planes
+    # of at most 20 digits each, so no integer of the graph is wider than 5 bits
+    X_train, X_test, y_train, _ = load("digits")
+    params = {"n_estimators": 20, "max_depth": 4, "random_state": 0, "n_bits": 6, **RANK}
+    model = fhe_sklearn.RandomForestClassifier(**params).fit(X_train, y_train)
+    module = model.quantized_module_
+    assert module.output_spec.blocks == 7 and module.output_spec.lo.shape == (70,)
+    assert max(op.output_spec.bit_width for op in module.ops) == 5
+    # the planes add up to the one-integer layout's scores exactly
+    whole = fhe_sklearn.RandomForestClassifier(**params, output_encoding="sum").fit(X_train, y_train)
+    assert whole.quantized_module_.output_spec.blocks == 1 and whole.quantized_module_.output_spec.bit_width == 11
+    np.testing.assert_allclose(model.predict_proba(X_test), whole.predict_proba(X_test), atol=1e-12)
+    with pytest.raises(ValueError, match=r"output_encoding must be one of \('auto', 'planes', 'sum'\), got 'bits'"):
+        fhe_sklearn.RandomForestClassifier(output_encoding="bits").fit(X_train, y_train)
 
 
 def test_threshold_ranks_compare_exactly():

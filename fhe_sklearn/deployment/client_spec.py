@@ -43,6 +43,8 @@ MAX_ARRAY_SIZE = 2**20
 MAX_STRING = 1024
 MAX_TENSORS = 64
 MAX_FEATURES = 2**20
+#: digit planes of one output (a 16-bit sum has at most 16)
+MAX_OUTPUT_BLOCKS = 16
 _SCALARS = (bool, int, float, str)
 
 
@@ -280,12 +282,17 @@ def _check_quantizer(data: Any, what: str) -> dict[str, Any]:
 def _check_output(data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be an object")
-    _expect_keys(data, {"name", "scale", "zero_point", "lo", "hi"}, what)
+    _expect_keys(data, {"name", "scale", "zero_point", "lo", "hi"} | ({"blocks"} & set(data)), what)
     if not isinstance(data["name"], str) or len(data["name"]) > MAX_STRING:
         raise ValueError(f"{what}: invalid name")
     checked = {k: decode_array(data[k], f"{what} {k}") for k in ("scale", "zero_point", "lo", "hi")}
     if checked["scale"].dtype != np.float64 or any(checked[k].dtype != np.int64 for k in ("zero_point", "lo", "hi")):
         raise ValueError(f"{what}: scale must be float64, zero_point/lo/hi int64")
+    if "blocks" in data:
+        blocks = data["blocks"]
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 < blocks <= MAX_OUTPUT_BLOCKS:
+            raise ValueError(f"{what}: blocks must be an integer in [2, {MAX_OUTPUT_BLOCKS}]")
+        checked["blocks"] = blocks
     return {"name": data["name"], **checked}
 
 
@@ -371,7 +378,10 @@ class ClientSpec:
             for n, shape, q in zip(module.input_names, module.input_shapes, module.input_quantizers)
         ]
         outs = [
-            {"name": str(n), **{k: encode_array(v, f"output {n} {k}") for k, v in s.to_dict().items()}}
+            {
+                "name": str(n),
+                **{k: v if k == "blocks" else encode_array(v, f"output {n} {k}") for k, v in s.to_dict().items()},
+            }
             for n, s in zip(module.output_names, module.output_specs)
         ]
         n_features = int(np.prod(module.input_shapes[0]))
@@ -539,7 +549,9 @@ class ClientModule:
                     raise ValueError(f"client spec input {q['name']}: a squared norm needs unsigned codes of a row")
                 quantizer = SquaredNormEncoder(quantizer, q["shape"][0])
             self.input_quantizers.append(quantizer)
-        self.output_specs = [TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"]) for o in spec.outputs]
+        self.output_specs = [
+            TensorSpec(o["scale"], o["zero_point"], o["lo"], o["hi"], o.get("blocks", 1)) for o in spec.outputs
+        ]
         self.post_processing = spec.post_processing
 
     @property

@@ -28,18 +28,28 @@ class TensorSpec:
     ``scale`` and ``zero_point`` broadcast against one sample (e.g. one per column);
     ``lo``/``hi`` are worst-case integer bounds over every input the circuit accepts,
     not just the calibration data, so a value within them can never overflow.
+
+    ``blocks`` > 1: the last axis holds that many equal parts whose de-quantized values add
+    up, column by column (the digit planes of a sum too wide for one ciphertext: the client
+    adds them in the clear after decryption).
     """
 
     scale: Any
     zero_point: Any
     lo: Any
     hi: Any
+    blocks: int = 1
 
     def __post_init__(self) -> None:
         self.scale = check_scale(self.scale, "TensorSpec scale")
         self.zero_point = as_integers(self.zero_point, "TensorSpec zero_point")
         self.lo = as_integers(self.lo, "TensorSpec lo")
         self.hi = as_integers(self.hi, "TensorSpec hi")
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, (int, np.integer)) or self.blocks < 1:
+            raise ValueError(f"TensorSpec blocks must be a positive integer, got {self.blocks!r}")
+        self.blocks = int(self.blocks)
+        if self.blocks > 1 and (np.ndim(self.lo) != 1 or np.shape(self.lo)[0] % self.blocks):
+            raise ValueError(f"TensorSpec of {self.blocks} blocks needs 1-D bounds of a multiple of that length")
         try:
             ordered = np.all(self.lo <= self.hi)
         except ValueError as err:
@@ -53,12 +63,17 @@ class TensorSpec:
         return integer_bit_width(self.lo, self.hi)
 
     def dequant(self, q: Any) -> Any:
-        """Integers of this tensor → floats: ``(q - zero_point) * scale``."""
-        return (q - self.zero_point) * self.scale
+        """Integers of this tensor → floats: ``(q - zero_point) * scale``, blocks added up."""
+        y = (q - self.zero_point) * self.scale
+        if self.blocks == 1:
+            return y
+        y = np.asarray(y)
+        return y.reshape(*y.shape[:-1], self.blocks, -1).sum(axis=-2)
 
     def to_dict(self) -> dict:
-        """Scale, zero point and range as JSON-ready lists."""
-        return {k: np.asarray(getattr(self, k)).tolist() for k in ("scale", "zero_point", "lo", "hi")}
+        """Scale, zero point and range as JSON-ready lists (and ``blocks`` when > 1)."""
+        out = {k: np.asarray(getattr(self, k)).tolist() for k in ("scale", "zero_point", "lo", "hi")}
+        return {**out, "blocks": self.blocks} if self.blocks > 1 else out
 
 
 class QuantizedOp(ConcreteMLOpAPI):

@@ -75,6 +75,7 @@ def default_configuration() -> fhe.Configuration:
 
 
 def check_probability(value: float | None, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is None or a probability in (0, 1)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:

@@ -48,6 +48,8 @@ class QuantizedIntegerMatMul(QuantizedOp):
     gives ``output_scale`` (one per output column, any input scales) and ``output_zero_point``
     instead. ``bounds`` may narrow the interval-arithmetic range of ``(x - z) @ weight`` with
     what the caller knows (e.g. that only one input of a group is non-zero); it cannot widen it.
+    ``output_blocks`` > 1: the output columns are that many parts the client adds up after
+    de-quantizing (see :class:`TensorSpec`).
     """
 
     op_type = "IntegerMatMul"
@@ -60,11 +62,13 @@ class QuantizedIntegerMatMul(QuantizedOp):
         bounds: Any = None,
         output_scale: Any = None,
         output_zero_point: Any = 0,
+        output_blocks: int = 1,
         *,
         inputs: list[str] | None = None,
     ) -> None:
         super().__init__(name, inputs=inputs)
         self.bounds = bounds
+        self.output_blocks = int(output_blocks)
         self.weight = np.asarray(weight, dtype=np.int64)
         self.bias = np.zeros(self.weight.shape[1], dtype=np.int64) if bias is None else np.asarray(bias, np.int64)
         self.output_scale = None if output_scale is None else np.asarray(output_scale, dtype=np.float64)
@@ -91,7 +95,7 @@ class QuantizedIntegerMatMul(QuantizedOp):
         if self.bounds is not None:
             lo, hi = np.maximum(lo, self.bounds[0]), np.minimum(hi, self.bounds[1])
         self.product_range = (lo, hi)
-        return TensorSpec(self._scale(), self.output_zero_point, lo + self.bias, hi + self.bias)
+        return TensorSpec(self._scale(), self.output_zero_point, lo + self.bias, hi + self.bias, self.output_blocks)
 
     def q_impl(self, x: Any) -> Any:
         if np.any(self.input_offset != 0):
