@@ -16,7 +16,11 @@ Circuit, for all trees of a model at once:
    With many output columns, one TLU per leaf child returns whether it is reached instead,
    and the leaf's values become weights of ``tree_sum``;
 4. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
-   leaf scale as an integer multiple of the finest one.
+   leaf scale as an integer multiple of the finest one. A sum wider than
+   ``PLANE_MIN_SUM_BITS`` goes back as binary digit planes instead (every lookup then says
+   whether its leaf is reached, and plane ``j`` adds bit ``j`` of the reached leaves'
+   integers): no lookup writes the sum's width, and the client adds ``2**j`` times each plane
+   (``TensorSpec.blocks``) after decryption.
 
 Two layouts, by the number of lookups, since concrete's runtime converts every bootstrap
 key (one per PBS precision) to the Fourier domain on every call (~55 ms each, measured):
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._tree_leaves import binary_digits, leaf_quantizers, table_offset
 from .quantization import (
     MAX_BIT_WIDTH,
     GraphBuilder,
@@ -225,8 +230,8 @@ def lower_trees(
     if output_encoding not in OUTPUT_ENCODINGS:
         raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
     circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
-    leaf_quantizers, multipliers, leaf_scale = _leaf_quantizers(trees, n_bits_leaves)
-    for tree, leaf_q, m in zip(trees, leaf_quantizers, multipliers):
+    per_tree, multipliers, leaf_scale = leaf_quantizers(trees, n_bits_leaves)
+    for tree, leaf_q, m in zip(trees, per_tree, multipliers):
         circuit.add_tree(tree, leaf_q, m)
     return circuit.build(X, leaf_scale, input_encoding, output_encoding)
 
@@ -274,7 +279,7 @@ class _TreeCircuit:
         if tree.is_leaf(0):
             self.bias[tree.columns] += multiplier * q_values[0]
             return
-        offset = np.array([_table_offset(reached[:, j]) for j in range(reached.shape[1])])
+        offset = np.array([table_offset(reached[:, j]) for j in range(reached.shape[1])])
         self.bias[tree.columns] += multiplier * offset
         q_values, reached = q_values - offset, reached - offset
         self.tree_leaves.append((np.asarray(tree.columns), multiplier * reached))
@@ -401,7 +406,7 @@ class _TreeCircuit:
         n = len(self.bias)
         lo, hi = np.zeros((planes, n), dtype=np.int64), np.zeros((planes, n), dtype=np.int64)
         for columns, values in self.tree_leaves:
-            for j, digit in enumerate(_binary_digits(values, planes)):
+            for j, digit in enumerate(binary_digits(values, planes)):
                 lo[j, columns] += np.minimum(digit.min(axis=0), 0)
                 hi[j, columns] += np.maximum(digit.max(axis=0), 0)
         return lo.ravel(), hi.ravel()
@@ -513,12 +518,6 @@ class _PathForms:
         return weight, np.array([form[1] for form in forms], dtype=np.int64)
 
 
-def _binary_digits(values: np.ndarray, planes: int) -> list[np.ndarray]:
-    """Signed binary digits of integers: ``values == sum_j 2**j * digits[j]``, each in {-1, 0, 1}."""
-    magnitude, sign = np.abs(values), np.sign(values)
-    return [sign * ((magnitude >> j) & 1) for j in range(planes)]
-
-
 def _leaf_lookups(
     slots: list[_LeafSlot], n_outputs: int, planes: int = 0
 ) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
@@ -542,7 +541,7 @@ def _leaf_lookups(
                 row = np.zeros((planes, n_outputs), dtype=np.int64)
                 for slot in group:
                     row[:, slot.column] += np.ravel(
-                        _binary_digits(np.array([slot.multiplier * getattr(slot, side)]), planes)
+                        binary_digits(np.array([slot.multiplier * getattr(slot, side)]), planes)
                     )
                 if row.any():
                     lookups.append((list(path), int(side == "q_left"), int(side == "q_right"), row.ravel()))
@@ -562,41 +561,3 @@ def _leaf_lookups(
             row[slot.column] = slot.multiplier
             lookups.append((slot.path, slot.q_left, slot.q_right, row))
     return lookups
-
-
-def _table_offset(leaves: np.ndarray) -> int:
-    """What a tree subtracts from its leaf integers: the most common leaf (its tables hold 0
-    there, and a pair of such leaves needs no TLU), else the middle (narrowest tables)."""
-    values, counts = np.unique(leaves, return_counts=True)
-    if counts.max() > 1:
-        return int(values[np.argmax(counts)])
-    return int((leaves.min() + leaves.max() + 1) // 2)
-
-
-def _leaf_quantizers(trees: list[FlatTree], n_bits: int) -> tuple[list[UniformQuantizer], list[int], float]:
-    """One leaf quantizer per tree, each scale an integer multiple of the finest.
-
-    Boosted trees shrink as they go: a scale shared by all trees would leave the late ones a
-    level or two. Here every tree keeps ~``n_bits`` levels; the sum multiplies each tree's
-    integers by its multiple in the (PBS-free) ``tree_sum`` product.
-    """
-    options = QuantizationOptions(n_bits)
-    ranges = [(t.value[t.left < 0].min(), t.value[t.left < 0].max()) for t in trees]
-    ideal = [
-        UniformQuantizer.compute_quantization_parameters(options, MinMaxQuantizationStats(a, b))[0] for a, b in ranges
-    ]
-    # the finest scale, but not so fine that the trees' multiples overflow a 16-bit sum;
-    # with more trees than that budget holds even at multiple 1, tree_sum reports it
-    levels, budget = 2**n_bits - 1, 2 ** (MAX_BIT_WIDTH - 1) - 1
-    room = budget - len(trees) * levels
-    finest = float(min(ideal))
-    if room > 0:
-        finest = max(finest, float(sum(ideal)) * levels / room)
-    quantizers, multipliers = [], []
-    for (a, b), scale in zip(ranges, ideal):
-        m = max(1, int(np.ceil(float(scale) / finest - 1e-9)))
-        stats = MinMaxQuantizationStats(min(a, 0.0) if a == b else a, b)
-        zero_point = int(np.rint(-stats.rmin / (m * finest)))
-        quantizers.append(UniformQuantizer(options, scale=m * finest, zero_point=zero_point))
-        multipliers.append(m)
-    return quantizers, multipliers, finest
