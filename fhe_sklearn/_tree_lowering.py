@@ -382,7 +382,7 @@ class _TreeCircuit:
             "IntegerMatMul",
             name="tree_sum",
             weight=to_output,
-            overflow_hint="lower n_bits['op_leaves'] or use fewer trees",
+            overflow_hint="lower n_bits['op_leaves'], use fewer trees or output_encoding='auto' (digit planes)",
             **sum_args,
         )
         return builder.build(X)
