@@ -115,6 +115,9 @@ def test_wide_scores_go_back_in_digit_planes():
     whole = fhe_sklearn.RandomForestClassifier(**params, output_encoding="sum").fit(X_train, y_train)
     assert whole.quantized_module_.output_spec.blocks == 1 and whole.quantized_module_.output_spec.bit_width == 11
     np.testing.assert_allclose(model.predict_proba(X_test), whole.predict_proba(X_test), atol=1e-12)
+    loaded = fhe_sklearn.loads(model.dumps())  # the model file keeps the planes
+    assert loaded.quantized_module_.output_spec.blocks == 7
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), model.predict_proba(X_test))
     with pytest.raises(ValueError, match=r"output_encoding must be one of \('auto', 'planes', 'sum'\), got 'bits'"):
         fhe_sklearn.RandomForestClassifier(output_encoding="bits").fit(X_train, y_train)
 
