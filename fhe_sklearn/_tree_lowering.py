@@ -229,11 +229,30 @@ def lower_trees(
         raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
     if output_encoding not in OUTPUT_ENCODINGS:
         raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
-    circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs)
     per_tree, multipliers, leaf_scale = leaf_quantizers(trees, n_bits_leaves)
-    for tree, leaf_q, m in zip(trees, per_tree, multipliers):
-        circuit.add_tree(tree, leaf_q, m)
-    return circuit.build(X, leaf_scale, input_encoding, output_encoding)
+
+    def collect(implied_leaf: bool) -> _TreeCircuit:
+        circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs, implied_leaf)
+        for tree, leaf_q, m in zip(trees, per_tree, multipliers):
+            circuit.add_tree(tree, leaf_q, m)
+        return circuit
+
+    circuit = collect(False)
+    n_splits, n_lookups = circuit.lookup_count()
+    # one precision for a few lookups (see the module docstring)
+    single = n_splits + n_lookups <= SINGLE_PRECISION_MAX_LOOKUPS
+    planes = 0
+    if output_encoding != "sum" and circuit.tree_leaves:
+        # "planes" and a sum over 16 bits always; "auto" where it pays (see PLANES_MAX_LOOKUP_RATIO)
+        forced = output_encoding == "planes" or circuit.sum_bits() > MAX_BIT_WIDTH
+        if forced or (not single and circuit.sum_bits() > PLANE_MIN_SUM_BITS):
+            candidate = collect(implied_leaf=True)
+            planes = candidate.score_planes()
+            if forced or candidate.lookup_count(planes)[1] <= PLANES_MAX_LOOKUP_RATIO * n_lookups:
+                circuit = candidate
+            else:
+                planes = 0
+    return circuit.build(X, leaf_scale, input_encoding, planes, single)
 
 
 @dataclass(frozen=True)
@@ -261,8 +280,11 @@ class _LeafSlot:
 class _TreeCircuit:
     """Collects the leaf slots of every tree, then builds their one shared circuit."""
 
-    def __init__(self, splits: _Splits, n_outputs: int) -> None:
+    def __init__(self, splits: _Splits, n_outputs: int, implied_leaf: bool = False) -> None:
         self.splits = splits
+        #: offsets from one leaf of each tree (its most common value vector), which then needs
+        #: no lookup in any column: what digit planes want; else per column (table_offset)
+        self.implied_leaf = implied_leaf
         self.slots: list[_LeafSlot] = []
         self.bias = np.zeros(n_outputs, dtype=np.int64)
         # exactly one leaf per tree and column is reached: the sum's true range, per column
@@ -279,7 +301,11 @@ class _TreeCircuit:
         if tree.is_leaf(0):
             self.bias[tree.columns] += multiplier * q_values[0]
             return
-        offset = np.array([table_offset(reached[:, j]) for j in range(reached.shape[1])])
+        if self.implied_leaf:
+            rows, counts = np.unique(reached, axis=0, return_counts=True)
+            offset = rows[np.argmax(counts)]
+        else:
+            offset = np.array([table_offset(reached[:, j]) for j in range(reached.shape[1])])
         self.bias[tree.columns] += multiplier * offset
         q_values, reached = q_values - offset, reached - offset
         self.tree_leaves.append((np.asarray(tree.columns), multiplier * reached))
@@ -300,28 +326,29 @@ class _TreeCircuit:
                 if not tree.is_leaf(child):
                     stack.append((child, [*path, _Decision(split, const, went_left)]))
 
+    def _used_splits(self) -> list[int]:
+        return sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
+
+    def _all_slots(self) -> list[_LeafSlot]:
+        return self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
+
+    def lookup_count(self, planes: int = 0) -> tuple[int, int]:
+        """Comparisons read and leaf lookups of the circuit (with ``planes``: in digit planes)."""
+        return len(self._used_splits()), len(_leaf_lookups(self._all_slots(), len(self.bias), planes))
+
     def build(
-        self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary", output_encoding: str = "auto"
+        self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary", planes: int = 0, single: bool = False
     ) -> QuantizedModule:
+        """The module: ``planes`` > 0 returns the scores in that many binary digit planes;
+        ``single``: every lookup at one 3-bit precision (see the module docstring)."""
         features, thresholds = self.splits.thresholds()
-        used = sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
+        used = self._used_splits()
         renumber = {old: new for new, old in enumerate(used)}
         features, thresholds = features[used], thresholds[used]
-        slots = self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
+        slots = self._all_slots()
         if not used:  # keeps the circuit's input encrypted; its bit is never read
             features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        lookups = _leaf_lookups(slots, len(self.bias))
-        # one precision for a few lookups (see the module docstring)
-        single = len(used) + len(lookups) <= SINGLE_PRECISION_MAX_LOOKUPS
-        # "planes" and a sum over 16 bits always; "auto" where it pays (see PLANES_MAX_LOOKUP_RATIO)
-        forced = output_encoding == "planes" or (output_encoding == "auto" and self._sum_bits() > MAX_BIT_WIDTH)
-        planes = self._score_planes(forced) if forced or (output_encoding == "auto" and not single) else 0
-        if planes:
-            by_plane = _leaf_lookups(slots, len(self.bias), planes)
-            if forced or len(by_plane) <= PLANES_MAX_LOOKUP_RATIO * len(lookups):
-                lookups = by_plane
-            else:
-                planes = 0
+        lookups = _leaf_lookups(slots, len(self.bias), planes)
         leaf_terms = LEAF_TERMS if single else None
         forms = _PathForms(renumber)
         sums, depths = [], []
@@ -387,16 +414,12 @@ class _TreeCircuit:
         )
         return builder.build(X)
 
-    def _score_planes(self, forced: bool = False) -> int:
-        """Binary digit planes the score is sent back in (0: one integer per column): the
-        bits of the leaf integers, when the sum is wider than ``PLANE_MIN_SUM_BITS`` (or
-        ``forced``)."""
-        if not self.tree_leaves or (not forced and self._sum_bits() <= PLANE_MIN_SUM_BITS):
-            return 0
+    def score_planes(self) -> int:
+        """Binary digit planes that hold every leaf integer."""
         largest = max(int(np.abs(values).max(initial=0)) for _, values in self.tree_leaves)
         return max(1, largest.bit_length())
 
-    def _sum_bits(self) -> int:
+    def sum_bits(self) -> int:
         """Width of the score sum in one integer per column."""
         return integer_bit_width(self.reach_lo + self.bias, self.reach_hi + self.bias)
 
@@ -418,13 +441,13 @@ class _TreeCircuit:
 SINGLE_PRECISION_MAX_LOOKUPS = 100
 #: a score sum wider than this goes back as binary digit planes (the client adds them up):
 #: a lookup then writes a plane's few bits, not the sum's 11-12, and its keys shrink. RF 20x4
-#: digits: complexity 6.3e10 -> 3.3e10, 6.4 -> 3.2 s per row, keys 53 -> 19 MB, output 164 KB -> 1.1 MB
+#: digits: complexity 6.3e10 -> 3.1e10, 6.4 -> 3.3 s per row, keys 53 -> 19 MB, output 164 KB -> 1.1 MB
 PLANE_MIN_SUM_BITS = 7
-#: planes need one lookup per leaf, not per node with a leaf child: kept when that costs at
-#: most this many times the leaf lookups. Measured (20 trees): RF depth 4 on breast_cancer
-#: 1.2x, complexity -7%; XGBClassifier depth 3 1.63x, -9%, keys 35 -> 19 MB; XGBRegressor
-#: depth 3 1.73x, +9% and 12% slower (keys 60 -> 43 MB)
-PLANES_MAX_LOOKUP_RATIO = 1.65
+#: planes need one lookup per leaf (bar one per tree, whose values become the offsets), not
+#: per node with a leaf child: kept when that costs at most this many times the leaf lookups.
+#: Measured (20 trees): RF depth 4 on digits 1.0x, complexity -51%; on breast_cancer 1.2x, -7%;
+#: XGBClassifier depth 3 1.43x, -17%, keys 35 -> 19 MB; XGBRegressor depth 3 1.58x, +4%
+PLANES_MAX_LOOKUP_RATIO = 1.5
 #: the width every lookup of a one-precision tree circuit reads: 3-digit comparisons sum to 3 bits
 LOOKUP_BITS = 3
 #: terms a leaf lookup reads (``bit + 2 * terms`` in ``[0, 2**LOOKUP_BITS - 1]``)
