@@ -57,7 +57,7 @@ DEFAULT_DISTANCE_BITS = 4
 #: distance key by a step or flips one point's mask bit: at worst one vote, next to the ~5% of
 #: queries the quantized distances already decide differently from scikit-learn. At 1e-3 the
 #: 5-bit selection lookups fit 2048-coefficient keys instead of 4096 (breast_cancer, 50 / 200
-#: points: keys 97 -> 61 MB / 144 -> 96 MB, complexity -38% / -36%)
+#: points, benchmarks/neighbors.py: keys 97 -> 68 MB / 144 -> 89 MB, complexity -33% / -42%)
 KNN_GLOBAL_P_ERROR = 1e-3
 #: default bits of each quantized regression target: a level is 1/15 of the target range, and
 #: the rounding errors of k targets average out (diabetes: test R² 0.249 vs 0.259 at 5 bits).
