@@ -292,10 +292,13 @@ class _TreeCircuit:
         self.reach_hi = np.zeros(n_outputs, dtype=np.int64)
         #: each tree's output columns and leaf integers (minus its offset, times its multiple)
         self.tree_leaves: list[tuple[np.ndarray, np.ndarray]] = []
+        #: leaf lookups by number of planes, once the trees are in (lookup_count, then build)
+        self._lookups: dict[int, list[tuple[list[_Decision], int, int, np.ndarray]]] = {}
 
     def add_tree(self, tree: FlatTree, leaf_q: UniformQuantizer, multiplier: int) -> None:
         # a table returns the reached leaf's integer minus the tree's offset (0 elsewhere);
         # the offset goes to the bias: one leaf per tree and column is always reached
+        self._lookups.clear()
         q_values = leaf_q.quant(tree.value) - leaf_q.zero_point
         reached = q_values[tree.left < 0]
         if tree.is_leaf(0):
@@ -332,9 +335,15 @@ class _TreeCircuit:
     def _all_slots(self) -> list[_LeafSlot]:
         return self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
 
+    def leaf_lookups(self, planes: int = 0) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
+        """:func:`_leaf_lookups` of this circuit's slots (with ``planes``: in digit planes)."""
+        if planes not in self._lookups:
+            self._lookups[planes] = _leaf_lookups(self._all_slots(), len(self.bias), planes)
+        return self._lookups[planes]
+
     def lookup_count(self, planes: int = 0) -> tuple[int, int]:
         """Comparisons read and leaf lookups of the circuit (with ``planes``: in digit planes)."""
-        return len(self._used_splits()), len(_leaf_lookups(self._all_slots(), len(self.bias), planes))
+        return len(self._used_splits()), len(self.leaf_lookups(planes))
 
     def build(
         self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary", planes: int = 0, single: bool = False
@@ -345,10 +354,9 @@ class _TreeCircuit:
         used = self._used_splits()
         renumber = {old: new for new, old in enumerate(used)}
         features, thresholds = features[used], thresholds[used]
-        slots = self._all_slots()
         if not used:  # keeps the circuit's input encrypted; its bit is never read
             features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        lookups = _leaf_lookups(slots, len(self.bias), planes)
+        lookups = self.leaf_lookups(planes)
         leaf_terms = LEAF_TERMS if single else None
         forms = _PathForms(renumber)
         sums, depths = [], []
@@ -563,9 +571,7 @@ def _leaf_lookups(
             for side in ("q_left", "q_right"):
                 row = np.zeros((planes, n_outputs), dtype=np.int64)
                 for slot in group:
-                    row[:, slot.column] += np.ravel(
-                        binary_digits(np.array([slot.multiplier * getattr(slot, side)]), planes)
-                    )
+                    row[:, slot.column] += binary_digits(slot.multiplier * getattr(slot, side), planes)
                 if row.any():
                     lookups.append((list(path), int(side == "q_left"), int(side == "q_right"), row.ravel()))
             continue
