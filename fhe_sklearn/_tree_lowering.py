@@ -5,8 +5,10 @@ Circuit, for all trees of a model at once:
 1. ``splits``: one comparison TLU per distinct (feature, integer threshold) over all trees,
    on what the client sends: by default the ranks of the compared features among their
    thresholds, at most one integer per feature (:mod:`~fhe_sklearn.quantization.rank`; one
-   threshold per rank: bits, no TLU), or unary digits (:mod:`~fhe_sklearn.quantization.unary`);
-   thresholds that every quantized input satisfies (or none does) are constants, not TLUs;
+   threshold per rank: bits, no TLU; and one comparison per rank is the rank minus the
+   others, where the sums reading it have room for its noise: ``DERIVED_NOISE_BUDGET``), or
+   unary digits (:mod:`~fhe_sklearn.quantization.unary`); thresholds that every quantized
+   input satisfies (or none does) are constants, not TLUs;
 2. ``paths``: for every internal node ``p`` with a leaf child, the integer
    ``v = 2 * (number of terms that hold on the path to p) + bit(p)``, a matrix product of the
    split bits (no PBS), where the terms are p's ancestors' agreements with that path;
@@ -14,37 +16,46 @@ Circuit, for all trees of a model at once:
    leaf is reached, ``2*terms`` the right one; the table returns that leaf's quantized value
    (centered on its zero point), else 0. A node whose leaves quantize to 0 needs no TLU.
    With many output columns, one TLU per leaf child returns whether it is reached instead,
-   and the leaf's values become weights of ``tree_sum``;
+   and the leaf's values become weights of ``tree_sum``. A small subtree may be one TLU
+   reading all its nodes' bits (a unit, :mod:`._tree_paths`): a depth-3 tree's halves read
+   4 bits, as 4-bit ranks' comparisons do, and replace two 3-bit lookups each;
 4. ``tree_sum``: sum the leaf TLUs into output columns (no PBS), each tree weighted by its
    leaf scale as an integer multiple of the finest one. A sum wider than
    ``PLANE_MIN_SUM_BITS`` goes back as binary digit planes instead (every lookup then says
    whether its leaf is reached, and plane ``j`` adds bit ``j`` of the reached leaves'
    integers): no lookup writes the sum's width, and the client adds ``2**j`` times each plane
-   (``TensorSpec.blocks``) after decryption.
+   (``TensorSpec.blocks``) after decryption. Where planes need too many more lookups, each
+   tree's value goes back in a block of its own ("trees": a lookup writes its tree's few bits
+   on its tree's scale) and the client adds the blocks.
 
 Two layouts, by the number of lookups, since concrete's runtime converts every bootstrap
 key (one per PBS precision) to the Fourier domain on every call (~55 ms each, measured):
 
 - up to ``SINGLE_PRECISION_MAX_LOOKUPS`` (a single tree, small ensembles): every lookup
   reads 3 bits, one precision (3 unary digits per feature; ranks wider than 3 bits: their
-  width for the comparisons); a leaf lookup reads at most 3 terms, the first one, for a node deeper than that, the
-  ``reach`` bit of an ancestor (one shared lookup ``[its path's agreements all hold]``).
-  A depth-5 tree: 22 PBS, keys 39 → 18 MB, execution 0.46 → 0.33 s;
+  width for the comparisons); a leaf lookup reads at most 3 terms, the first one, for a
+  node deeper than that, the ``reach`` bit of an ancestor (one shared lookup ``[its path's
+  agreements all hold]``). A depth-5 tree: 22 PBS, keys 39 → 18 MB, execution 0.46 → 0.33 s;
 - beyond, the per-PBS price dominates: comparisons on the ranks' width (2-digit unary ones
   on 2 bits, the cheapest parameters) and leaf lookups at their natural width
-  (``log2(2 * depth + 2)`` bits), two precisions (a 20×4 forest: 3.1 s per row against 3.8 s on one 3-bit precision).
+  (``log2(2 * depth + 2)`` bits), or units at the comparisons' width where that costs less
+  (``PBS_COST``); two precisions at most (a 20×4 forest: 3.1 s per row against 3.8 s on one
+  3-bit precision).
 
-So a prediction costs (distinct splits + nodes with a leaf child + reach lookups) PBS, and
-no lookup reads more than the ranks' or the leaves' few bits however wide the inputs are.
+So a prediction costs (distinct splits + nodes with a leaf child + reach lookups) PBS, fewer
+with units and derived comparisons, and no lookup reads more than the ranks' or the leaves'
+few bits however wide the inputs are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from ._tree_leaves import binary_digits, leaf_quantizers, table_offset
+from ._tree_paths import LEAF_TERMS, LOOKUP_BITS, _Decision, _LeafSlot, _PathForms, leaf_lookups, subtree_slot
 from .quantization import (
     MAX_BIT_WIDTH,
     GraphBuilder,
@@ -55,7 +66,7 @@ from .quantization import (
 )
 from .quantization.bins import ThresholdBinQuantizer
 from .quantization.quantizers import integer_bit_width
-from .quantization.rank import merge_close_cuts, rank_quantizer
+from .quantization.rank import QuantizedRankComparison, merge_close_cuts, rank_quantizer
 from .quantization.unary import UnaryDigitQuantizer
 
 
@@ -196,12 +207,14 @@ QUANTIZATION_MODES = ("uniform", "splits")
 #: to 4-bit ranks where a feature has many: scikit-learn's estimator checks on random
 #: forests and extra trees fail on that loss); see :mod:`~fhe_sklearn.quantization.rank`
 INPUT_ENCODINGS = ("unary", "rank")
-#: what the client decrypts: "auto" (the default) the scores as binary digit planes where
-#: that is cheaper (see PLANE_MIN_SUM_BITS), else one integer per output; "planes" always;
-#: "sum" never (a sum over 16 bits is then refused). Planes tell the client, per output and
-#: bit, how many trees reached a leaf with that bit set (a digit count, not which leaf:
-#: Concrete ML returns every tree's leaf value); "sum" reveals only the scores
-OUTPUT_ENCODINGS = ("auto", "planes", "sum")
+#: what the client decrypts: "auto" (the default) picks the cheapest of the others (see
+#: PLANE_MIN_SUM_BITS and PLANES_MAX_LOOKUP_RATIO); "planes" the scores as binary digit
+#: planes; "sum" one integer per output (a sum over 16 bits is then refused); "trees" one
+#: integer per tree and output, each on its tree's own leaf grid (Concrete ML's output: a
+#: ciphertext per tree). Planes tell the client, per output and bit, how many trees reached a
+#: leaf with that bit set (a digit count, not which leaf); "trees" every tree's leaf value;
+#: "sum" only the scores
+OUTPUT_ENCODINGS = ("auto", "planes", "sum", "trees")
 
 
 def lower_trees(
@@ -231,60 +244,55 @@ def lower_trees(
         raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
     per_tree, multipliers, leaf_scale = leaf_quantizers(trees, n_bits_leaves)
 
-    def collect(implied_leaf: bool) -> _TreeCircuit:
-        circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), n_outputs, implied_leaf)
-        for tree, leaf_q, m in zip(trees, per_tree, multipliers):
-            circuit.add_tree(tree, leaf_q, m)
+    def collect(implied_leaf: bool = False, unit_bits: int = 0, per_tree_blocks: bool = False) -> _TreeCircuit:
+        width = n_outputs * (len(trees) if per_tree_blocks else 1)
+        circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), width, implied_leaf, narrow=per_tree_blocks)
+        for i, (tree, leaf_q, m) in enumerate(zip(trees, per_tree, multipliers)):
+            if per_tree_blocks:  # each tree sums into its own columns
+                tree = replace(tree, columns=tree.columns + i * n_outputs)
+            circuit.add_tree(tree, leaf_q, m, unit_bits)
         return circuit
 
-    circuit = collect(False)
+    circuit = collect()
     n_splits, n_lookups = circuit.lookup_count()
     # one precision for a few lookups (see the module docstring)
     single = n_splits + n_lookups <= SINGLE_PRECISION_MAX_LOOKUPS
+    unit_bits = 0
+    if not single and output_encoding != "planes":
+        # lookups of whole subtrees, read at the comparisons' width, where fewer cost less
+        bits = circuit.comparison_bits(input_encoding, X.shape[1])
+        candidate = collect(unit_bits=bits)
+        if candidate.lookup_cost() < circuit.lookup_cost():
+            circuit, unit_bits = candidate, bits
     planes = 0
-    if output_encoding != "sum" and circuit.tree_leaves:
+    if output_encoding in ("auto", "planes") and circuit.tree_leaves:
         # "planes" and a sum over 16 bits always; "auto" where it pays (see PLANES_MAX_LOOKUP_RATIO)
         forced = output_encoding == "planes" or circuit.sum_bits() > MAX_BIT_WIDTH
         if forced or (not single and circuit.sum_bits() > PLANE_MIN_SUM_BITS):
             candidate = collect(implied_leaf=True)
-            planes = candidate.score_planes()
-            if forced or candidate.lookup_count(planes)[1] <= PLANES_MAX_LOOKUP_RATIO * n_lookups:
-                circuit = candidate
-            else:
-                planes = 0
+            n_planes = candidate.score_planes()
+            if forced or candidate.lookup_count(n_planes)[1] <= PLANES_MAX_LOOKUP_RATIO * n_lookups:
+                circuit, planes = candidate, n_planes
+            elif len(trees) > 1:
+                output_encoding = "trees"  # the value lookups, each writing its tree's few bits
+    if output_encoding == "trees":  # blocks apart: every tree on its own scale
+        per_tree, multipliers, _ = leaf_quantizers(trees, n_bits_leaves, shared=False)
+        blocks = collect(unit_bits=unit_bits, per_tree_blocks=True)
+        scales = np.repeat([[float(np.max(q.scale))] for q in per_tree], n_outputs, axis=1)
+        return blocks.build(X, leaf_scale, input_encoding, single=single, block_scales=scales)
     return circuit.build(X, leaf_scale, input_encoding, planes, single)
-
-
-@dataclass(frozen=True)
-class _Decision:
-    """A node's split on a path: comparison id (None: the constant bit ``const``), and
-    whether the path goes left there."""
-
-    split: int | None
-    const: int
-    went_left: bool
-
-
-@dataclass
-class _LeafSlot:
-    """One leaf lookup: node ``path[-1]`` has a leaf child; ``q_left``/``q_right`` are its
-    children's quantized values in output ``column`` (0 for an inner child)."""
-
-    path: list[_Decision]
-    column: int
-    q_left: int
-    q_right: int
-    multiplier: int
 
 
 class _TreeCircuit:
     """Collects the leaf slots of every tree, then builds their one shared circuit."""
 
-    def __init__(self, splits: _Splits, n_outputs: int, implied_leaf: bool = False) -> None:
+    def __init__(self, splits: _Splits, n_outputs: int, implied_leaf: bool = False, narrow: bool = False) -> None:
         self.splits = splits
         #: offsets from one leaf of each tree (its most common value vector), which then needs
         #: no lookup in any column: what digit planes want; else per column (table_offset)
         self.implied_leaf = implied_leaf
+        #: offsets that keep each tree's leaf integers as narrow as its quantizer's grid
+        self.narrow = narrow
         self.slots: list[_LeafSlot] = []
         self.bias = np.zeros(n_outputs, dtype=np.int64)
         # exactly one leaf per tree and column is reached: the sum's true range, per column
@@ -293,9 +301,11 @@ class _TreeCircuit:
         #: each tree's output columns and leaf integers (minus its offset, times its multiple)
         self.tree_leaves: list[tuple[np.ndarray, np.ndarray]] = []
         #: leaf lookups by number of planes, once the trees are in (lookup_count, then build)
-        self._lookups: dict[int, list[tuple[list[_Decision], int, int, np.ndarray]]] = {}
+        self._lookups: dict[int, list[tuple[_LeafSlot, np.ndarray]]] = {}
 
-    def add_tree(self, tree: FlatTree, leaf_q: UniformQuantizer, multiplier: int) -> None:
+    def add_tree(self, tree: FlatTree, leaf_q: UniformQuantizer, multiplier: int, unit_bits: int = 0) -> None:
+        """Add ``tree``'s slots; ``unit_bits`` > 0: a subtree whose lookup reads at most that
+        many bits is one slot (a unit, for a single-output tree)."""
         # a table returns the reached leaf's integer minus the tree's offset (0 elsewhere);
         # the offset goes to the bias: one leaf per tree and column is always reached
         self._lookups.clear()
@@ -308,119 +318,173 @@ class _TreeCircuit:
             rows, counts = np.unique(reached, axis=0, return_counts=True)
             offset = rows[np.argmax(counts)]
         else:
-            offset = np.array([table_offset(reached[:, j]) for j in range(reached.shape[1])])
+            offset = np.array([table_offset(reached[:, j], self.narrow) for j in range(reached.shape[1])])
         self.bias[tree.columns] += multiplier * offset
         q_values, reached = q_values - offset, reached - offset
         self.tree_leaves.append((np.asarray(tree.columns), multiplier * reached))
         self.reach_lo[tree.columns] += multiplier * np.minimum(reached.min(axis=0), 0)
         self.reach_hi[tree.columns] += multiplier * np.maximum(reached.max(axis=0), 0)
+
+        def decision(node: int, went_left: bool = False) -> _Decision:
+            return _Decision(*self.splits.bit(tree.feature[node], tree.threshold[node], tree.strict), went_left)
+
+        units = unit_bits if len(tree.columns) == 1 else 0
         stack: list[tuple[int, list[_Decision]]] = [(0, [])]
         while stack:
             node, path = stack.pop()
-            split, const = self.splits.bit(tree.feature[node], tree.threshold[node], tree.strict)
+            inner = _internal_nodes(tree, node)
+            if units and 2 <= inner and inner + len(path).bit_length() <= units:
+                slot = subtree_slot(tree, node, decision, q_values[:, 0], path, int(tree.columns[0]), multiplier)
+                if slot.values.any():
+                    self.slots.append(slot)
+                continue
             left, right = tree.left[node], tree.right[node]
+            own = decision(node)
             for j, column in enumerate(tree.columns):
                 q_left = q_values[left, j] if tree.is_leaf(left) else 0
                 q_right = q_values[right, j] if tree.is_leaf(right) else 0
                 if q_left or q_right:
-                    own = _Decision(split, const, False)
-                    self.slots.append(_LeafSlot([*path, own], column, q_left, q_right, multiplier))
+                    values = np.array([q_right, q_left], dtype=np.int64)
+                    self.slots.append(_LeafSlot(path, [own], column, values, multiplier))
             for child, went_left in ((left, True), (right, False)):
                 if not tree.is_leaf(child):
-                    stack.append((child, [*path, _Decision(split, const, went_left)]))
+                    stack.append((child, [*path, decision(node, went_left)]))
 
     def _used_splits(self) -> list[int]:
-        return sorted({d.split for slot in self.slots for d in slot.path if d.split is not None})
+        decisions = (d for slot in self.slots for d in (*slot.prefix, *slot.nodes))
+        return sorted({d.split for d in decisions if d.split is not None})
 
     def _all_slots(self) -> list[_LeafSlot]:
-        return self.slots or [_LeafSlot([_Decision(None, 0, False)], 0, 0, 0, 1)]  # all trees are leaves
+        # all trees are leaves: one lookup of a constant bit keeps the circuit's shape
+        return self.slots or [_LeafSlot([], [_Decision(None, 0, False)], 0, np.zeros(2, dtype=np.int64), 1)]
 
-    def leaf_lookups(self, planes: int = 0) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
-        """:func:`_leaf_lookups` of this circuit's slots (with ``planes``: in digit planes)."""
+    def leaf_lookups(self, planes: int = 0) -> list[tuple[_LeafSlot, np.ndarray]]:
+        """:func:`leaf_lookups` of this circuit's slots (with ``planes``: in digit planes)."""
         if planes not in self._lookups:
-            self._lookups[planes] = _leaf_lookups(self._all_slots(), len(self.bias), planes)
+            self._lookups[planes] = leaf_lookups(self._all_slots(), len(self.bias), planes)
         return self._lookups[planes]
 
     def lookup_count(self, planes: int = 0) -> tuple[int, int]:
         """Comparisons read and leaf lookups of the circuit (with ``planes``: in digit planes)."""
         return len(self._used_splits()), len(self.leaf_lookups(planes))
 
-    def build(
-        self, X: np.ndarray, leaf_scale: float, input_encoding: str = "unary", planes: int = 0, single: bool = False
-    ) -> QuantizedModule:
-        """The module: ``planes`` > 0 returns the scores in that many binary digit planes;
-        ``single``: every lookup at one 3-bit precision (see the module docstring)."""
+    def lookup_cost(self) -> float:
+        """The leaf lookups' cost, by their number and the width they all read (one tensor)."""
+        top = max(2 ** len(slot.nodes) * (len(slot.prefix) + 1) for slot, _ in self.leaf_lookups())
+        bits = min(max((top - 1).bit_length(), min(PBS_COST)), max(PBS_COST))
+        return len(self.leaf_lookups()) * PBS_COST[bits]
+
+    def _comparisons(self, input_encoding: str, n_features: int, single: bool) -> tuple[Any, dict]:
+        """The input quantizer and the comparison op's arguments, on the splits the slots use."""
         features, thresholds = self.splits.thresholds()
         used = self._used_splits()
-        renumber = {old: new for new, old in enumerate(used)}
         features, thresholds = features[used], thresholds[used]
         if not used:  # keeps the circuit's input encrypted; its bit is never read
             features, thresholds = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        lookups = self.leaf_lookups(planes)
-        leaf_terms = LEAF_TERMS if single else None
-        forms = _PathForms(renumber)
-        sums, depths = [], []
-        for path, *_ in lookups:
-            *ancestors, own = path
-            # a leaf lookup reads bit(p) + 2 * (terms that are 1 on the path to p): with one
-            # precision at most LEAF_TERMS terms, the first one a deep ancestor's reach bit
-            terms = forms.terms(ancestors, leaf_terms)
-            sums.append(_add(forms.bit(own), *(_scaled(t, 2) for t in terms)))
-            depths.append(len(terms))
-        width = 2 * max(depths) + 2
-        tables = np.zeros((len(lookups), width), dtype=np.int64)
-        to_output = np.zeros((len(lookups), max(planes, 1) * len(self.bias)), dtype=np.int64)
-        for s, ((_, on_left, on_right, row), depth) in enumerate(zip(lookups, depths)):
-            tables[s, 2 * depth + 1], tables[s, 2 * depth] = on_left, on_right
-            to_output[s] = row
-        builder = GraphBuilder()
-        lookup_bits = LOOKUP_BITS if single else None
-        comparisons = {"features": features, "ks": thresholds, "lookup_bits": lookup_bits or 2}
+        comparisons = {"features": features, "ks": thresholds, "lookup_bits": LOOKUP_BITS if single else 2}
         if input_encoding == "rank":
             # at most one integer per feature of the row: the upload of Concrete ML's query;
             # split bins promise the float model's exact paths, so keep their ranks whole
             if isinstance(self.splits.quantizer, UniformQuantizer):
-                thresholds = merge_close_cuts(features, thresholds, max_integers=X.shape[1])
+                thresholds = merge_close_cuts(features, thresholds, max_integers=n_features)
                 comparisons["ks"] = thresholds
-            quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=X.shape[1])
-            builder.input(quantizer)
-            builder.add("RankComparison", name="splits", quantizer=quantizer, **comparisons)
+            quantizer = rank_quantizer(self.splits.quantizer, features, thresholds, max_integers=n_features)
         else:
             quantizer = UnaryDigitQuantizer(self.splits.quantizer, n_digits=3 if single else 2)
-            builder.input(quantizer)
+        return quantizer, comparisons
+
+    def comparison_bits(self, input_encoding: str, n_features: int) -> int:
+        """The width the comparisons read (of the multi-precision layout)."""
+        quantizer, comparisons = self._comparisons(input_encoding, n_features, single=False)
+        own = quantizer.n_bits if input_encoding == "rank" else quantizer.lookup_bits
+        return max(2, own, comparisons["lookup_bits"])
+
+    def build(
+        self,
+        X: np.ndarray,
+        leaf_scale: float,
+        input_encoding: str = "unary",
+        planes: int = 0,
+        single: bool = False,
+        block_scales: np.ndarray | None = None,
+    ) -> QuantizedModule:
+        """The module: ``planes`` > 0 returns the scores in that many binary digit planes;
+        ``block_scales`` (n_trees, n_outputs): one block per tree, on its scales, which the
+        client adds up;
+        ``single``: every lookup at one 3-bit precision (see the module docstring)."""
+        used = self._used_splits()
+        renumber = {old: new for new, old in enumerate(used)}
+        quantizer, comparisons = self._comparisons(input_encoding, X.shape[1], single)
+        lookups = self.leaf_lookups(planes)
+        forms = _PathForms(renumber)
+        sums, offsets = [], []
+        for slot, _ in lookups:
+            # with one precision at most LEAF_TERMS terms, the first one a deep ancestor's reach bit
+            form, depth = forms.leaf_sum(slot, LEAF_TERMS if single else None)
+            sums.append(form)
+            offsets.append(2 ** len(slot.nodes) * depth)
+        width = max(offset + len(slot.values) for offset, (slot, _) in zip(offsets, lookups))
+        tables = np.zeros((len(lookups), width), dtype=np.int64)
+        to_output = np.zeros((len(lookups), max(planes, 1) * len(self.bias)), dtype=np.int64)
+        for s, (offset, (slot, row)) in enumerate(zip(offsets, lookups)):
+            tables[s, offset : offset + len(slot.values)] = slot.values
+            to_output[s] = row
+        n_splits = len(comparisons["ks"])
+        reach_sums = [
+            forms.matrix([forms.sums[r] for r in reaches], n_splits, below=level)
+            for level, reaches in enumerate(forms.levels(), start=1)
+        ]
+        paths = forms.matrix(sums, n_splits, below=len(reach_sums) + 1)
+        builder = GraphBuilder()
+        builder.input(quantizer)
+        if input_encoding == "rank":
+            # a derived bit's noise (its column's other lookups) times the noisiest sum's
+            norm = max(int(np.max(np.sum(w**2, axis=0), initial=1)) for w, _ in [paths, *reach_sums])
+            derived = QuantizedRankComparison.derivable(
+                quantizer, comparisons["features"], comparisons["ks"], max_cuts=1 + DERIVED_NOISE_BUDGET // norm
+            )
+            builder.add("RankComparison", name="splits", quantizer=quantizer, derived=derived, **comparisons)
+        else:
             builder.add("UnaryComparison", name="splits", quantizer=quantizer, **comparisons)
         bits = ["splits"]
-        for level, reaches in enumerate(forms.levels(), start=1):
-            weight, bias = forms.matrix([forms.sums[r] for r in reaches], len(features), below=level)
+        for level, ((weight, bias), reaches) in enumerate(zip(reach_sums, forms.levels()), start=1):
             source = bits[0] if len(bits) == 1 else builder.add("Concat", *bits, name=f"reach_inputs_{level}", axis=1)
             builder.add("IntegerMatMul", source, name=f"reach_sums_{level}", weight=weight, bias=bias)
             reach_tables = np.zeros((len(reaches), 2**LOOKUP_BITS), dtype=np.int64)
             reach_tables[np.arange(len(reaches)), [forms.targets[r] for r in reaches]] = 1
             bits.append(builder.add("TableLookup", name=f"reach_{level}", tables=reach_tables, lookup_bits=LOOKUP_BITS))
         source = bits[0] if len(bits) == 1 else builder.add("Concat", *bits, name="path_bits", axis=1)
-        weight, bias = forms.matrix(sums, len(features), below=len(bits))
-        builder.add("IntegerMatMul", source, name="paths", weight=weight, bias=bias)
+        builder.add("IntegerMatMul", source, name="paths", weight=paths[0], bias=paths[1])
+        lookup_bits = LOOKUP_BITS if single else None
         builder.add("TableLookup", name="leaves", tables=tables, output_scale=leaf_scale, lookup_bits=lookup_bits)
-        if planes:
-            # the bias would widen plane 0: it becomes the client's zero point instead
-            zero_point = np.concatenate([-self.bias, np.zeros((planes - 1) * len(self.bias), dtype=np.int64)])
-            lo, hi = self._plane_bounds(planes)
-            sum_args = {
-                "bounds": (lo, hi),
-                "output_scale": np.repeat(leaf_scale * 2.0 ** np.arange(planes), len(self.bias)),
-                "output_zero_point": zero_point,
-                "output_blocks": planes,
-            }
-        else:
-            sum_args = {"bias": self.bias, "bounds": (self.reach_lo, self.reach_hi)}
         builder.add(
             "IntegerMatMul",
             name="tree_sum",
             weight=to_output,
             overflow_hint="lower n_bits['op_leaves'], use fewer trees or output_encoding='auto' (digit planes)",
-            **sum_args,
+            **self._output_arguments(leaf_scale, planes, block_scales),
         )
         return builder.build(X)
+
+    def _output_arguments(self, leaf_scale: float, planes: int, block_scales: np.ndarray | None) -> dict:
+        """How ``tree_sum`` maps to scores: one integer per output, digit planes or blocks."""
+        if planes:
+            # the bias would widen plane 0: it becomes the client's zero point instead
+            zero_point = np.concatenate([-self.bias, np.zeros((planes - 1) * len(self.bias), dtype=np.int64)])
+            return {
+                "bounds": self._plane_bounds(planes),
+                "output_scale": np.repeat(leaf_scale * 2.0 ** np.arange(planes), len(self.bias)),
+                "output_zero_point": zero_point,
+                "output_blocks": planes,
+            }
+        if block_scales is not None:  # a tree's offset is its block's zero point, as for planes
+            return {
+                "bounds": (self.reach_lo, self.reach_hi),
+                "output_scale": block_scales.ravel(),
+                "output_zero_point": -self.bias,
+                "output_blocks": len(block_scales),
+            }
+        return {"bias": self.bias, "bounds": (self.reach_lo, self.reach_hi)}
 
     def score_planes(self) -> int:
         """Binary digit planes that hold every leaf integer."""
@@ -443,6 +507,17 @@ class _TreeCircuit:
         return lo.ravel(), hi.ravel()
 
 
+def _internal_nodes(tree: FlatTree, node: int) -> int:
+    """Internal nodes in the subtree of ``node``."""
+    count, stack = 0, [node]
+    while stack:
+        n = stack.pop()
+        if not tree.is_leaf(n):
+            count += 1
+            stack += [tree.left[n], tree.right[n]]
+    return count
+
+
 #: circuits of at most this many lookups (comparisons + leaf lookups) get one PBS precision:
 #: measured, a depth-5 tree (20) runs 29% faster on one, a 20×3 XGBClassifier (151) as fast,
 #: a 20×4 forest (281) 22% slower
@@ -452,141 +527,16 @@ SINGLE_PRECISION_MAX_LOOKUPS = 100
 #: digits: complexity 6.3e10 -> 3.1e10, 6.4 -> 3.3 s per row, keys 53 -> 19 MB, output 164 KB -> 1.1 MB
 PLANE_MIN_SUM_BITS = 7
 #: planes need one lookup per leaf (bar one per tree, whose values become the offsets), not
-#: per node with a leaf child: kept when that costs at most this many times the leaf lookups.
-#: Measured (20 trees): RF depth 4 on digits 1.0x, complexity -51%; on breast_cancer 1.2x, -7%;
-#: XGBClassifier depth 3 1.43x, -17%, keys 35 -> 19 MB; XGBRegressor depth 3 1.58x, +4%
+#: per node with a leaf child: kept when that costs at most this many times the leaf lookups,
+#: else each tree's value goes back in its own block ("trees"). Measured (20 trees): RF depth 4
+#: on digits 1.0x, complexity -51%; on breast_cancer 1.2x, -7%; XGBClassifier depth 3 1.43x,
+#: -17%, keys 35 -> 19 MB; XGBRegressor depth 3 1.58x, +4%
 PLANES_MAX_LOOKUP_RATIO = 1.5
-#: the width every lookup of a one-precision tree circuit reads: 3-digit comparisons sum to 3 bits
-LOOKUP_BITS = 3
-#: terms a leaf lookup reads (``bit + 2 * terms`` in ``[0, 2**LOOKUP_BITS - 1]``)
-LEAF_TERMS = 2 ** (LOOKUP_BITS - 1) - 1
-#: agreement bits one reach lookup sums (``[0, 2**LOOKUP_BITS - 1]``)
-REACH_TERMS = 2**LOOKUP_BITS - 1
-
-#: a linear form over the circuit's bits: ({("split" | "reach", index): weight}, constant)
-_Form = tuple[dict[tuple[str, int], int], int]
-
-
-def _add(*forms: _Form) -> _Form:
-    weights: dict[tuple[str, int], int] = {}
-    for form in forms:
-        for var, w in form[0].items():
-            weights[var] = weights.get(var, 0) + w
-    return {v: w for v, w in weights.items() if w}, sum(form[1] for form in forms)
-
-
-def _scaled(form: _Form, factor: int) -> _Form:
-    return {v: factor * w for v, w in form[0].items()}, factor * form[1]
-
-
-class _PathForms:
-    """The split bits' linear forms a tree circuit adds up, and its reach lookups.
-
-    ``reach(prefix)`` is 1 when a sample takes every decision of ``prefix`` (the path to a
-    node): one lookup ``[sum of agreements == len]`` per distinct prefix, shared by every leaf
-    below it. A prefix longer than ``REACH_TERMS`` starts from the reach bit of a shorter one.
-    """
-
-    def __init__(self, renumber: dict[int, int]) -> None:
-        self.renumber = renumber
-        self.sums: list[_Form] = []
-        self.targets: list[int] = []
-        self.level: list[int] = []
-        self._by_prefix: dict[tuple[_Decision, ...], _Form] = {}
-
-    def bit(self, d: _Decision) -> _Form:
-        """The split bit of ``d`` (1: the sample goes left)."""
-        return ({}, d.const) if d.split is None else ({("split", self.renumber[d.split]): 1}, 0)
-
-    def agreement(self, d: _Decision) -> _Form:
-        """1 when the sample goes the way the path does at ``d``."""
-        return self.bit(d) if d.went_left else _add(({}, 1), _scaled(self.bit(d), -1))
-
-    def terms(self, decisions: list[_Decision] | tuple[_Decision, ...], limit: int | None) -> list[_Form]:
-        """The agreement of each decision, at most ``limit`` terms (None: no limit): a longer
-        path starts with the reach bit of its head instead."""
-        terms = [self.agreement(d) for d in decisions]
-        head = 0 if limit is None else len(decisions) - limit + 1
-        if head > 1:
-            terms = [self.reach(tuple(decisions[:head])), *terms[head:]]
-        return terms
-
-    def reach(self, prefix: tuple[_Decision, ...]) -> _Form:
-        """A form equal to 1 when every decision of ``prefix`` holds, else 0."""
-        if prefix in self._by_prefix:
-            return self._by_prefix[prefix]
-        terms = self.terms(prefix, REACH_TERMS)
-        total, target = _add(*terms), len(terms)
-        variables = list(total[0])
-        if len(variables) <= 1:  # a constant or one bit's affine function: no lookup
-            var = variables[0] if variables else None
-            at = [int(total[1] + w == target) for w in (0, total[0].get(var, 0))]
-            form: _Form = ({var: at[1] - at[0]} if var is not None and at[1] != at[0] else {}, at[0])
-        else:
-            index = len(self.sums)
-            self.sums.append(total)
-            self.targets.append(target)
-            self.level.append(1 + max((self.level[i] for kind, i in variables if kind == "reach"), default=0))
-            form = ({("reach", index): 1}, 0)
-        self._by_prefix[prefix] = form
-        return form
-
-    def levels(self) -> list[list[int]]:
-        """Reach lookups by level (those of a level read only splits and lower levels)."""
-        top = max(self.level, default=0)
-        return [[r for r, lv in enumerate(self.level) if lv == level] for level in range(1, top + 1)]
-
-    def matrix(self, forms: list[_Form], n_splits: int, below: int) -> tuple[np.ndarray, np.ndarray]:
-        """Weights and bias of ``forms`` (one column each) over the split bits, then the reach
-        bits of the levels below ``below``, level by level."""
-        order = [r for level in self.levels()[: below - 1] for r in level]
-        position = {("split", i): i for i in range(n_splits)}
-        position.update((("reach", r), n_splits + i) for i, r in enumerate(order))
-        weight = np.zeros((n_splits + len(order), len(forms)), dtype=np.int64)
-        for j, (weights, _) in enumerate(forms):
-            for var, w in weights.items():
-                weight[position[var], j] = w
-        return weight, np.array([form[1] for form in forms], dtype=np.int64)
-
-
-def _leaf_lookups(
-    slots: list[_LeafSlot], n_outputs: int, planes: int = 0
-) -> list[tuple[list[_Decision], int, int, np.ndarray]]:
-    """The leaf lookups: (path, table value if the left leaf is reached, if the right one is,
-    row of ``tree_sum``'s weights).
-
-    A node whose leaves hold values in several columns (multi-class forests) gets one lookup
-    per column returning the reached leaf's value, or, when that is fewer lookups, one per
-    leaf child returning whether it is reached, its values then weights of the (PBS-free)
-    sum; nodes on the same path in several trees share those. With ``planes``, every lookup
-    is of the second kind and a row holds the binary digits of the leaf's values, plane by
-    plane (``planes * n_outputs`` weights, each tree's digits added separately).
-    """
-    by_path: dict[tuple[_Decision, ...], list[_LeafSlot]] = {}
-    for slot in slots:
-        by_path.setdefault(tuple(slot.path), []).append(slot)
-    lookups = []
-    for path, group in by_path.items():
-        if planes:
-            for side in ("q_left", "q_right"):
-                row = np.zeros((planes, n_outputs), dtype=np.int64)
-                for slot in group:
-                    row[:, slot.column] += binary_digits(slot.multiplier * getattr(slot, side), planes)
-                if row.any():
-                    lookups.append((list(path), int(side == "q_left"), int(side == "q_right"), row.ravel()))
-            continue
-        left, right = np.zeros(n_outputs, dtype=np.int64), np.zeros(n_outputs, dtype=np.int64)
-        for slot in group:
-            left[slot.column] += slot.multiplier * slot.q_left
-            right[slot.column] += slot.multiplier * slot.q_right
-        n_reached = int(left.any()) + int(right.any())
-        # measured: worth it on digits (10 classes: 1116 -> 510 PBS), not on wine (3: complexity +9%)
-        if n_outputs >= 5 and 0 < n_reached < len(group):
-            lookups += [(list(path), 1, 0, left)] if left.any() else []
-            lookups += [(list(path), 0, 1, right)] if right.any() else []
-            continue
-        for slot in group:
-            row = np.zeros(n_outputs, dtype=np.int64)
-            row[slot.column] = slot.multiplier
-            lookups.append((slot.path, slot.q_left, slot.q_right, row))
-    return lookups
+#: compiler complexity of one PBS by the bits it reads, x 1e7 (concrete-python-facts.md): how
+#: leaf lookups of whole subtrees (wider, fewer) weigh against one per node with a leaf child
+PBS_COST = {2: 3.1, 3: 4.3, 4: 7.3, 5: 10.0, 6: 24.0, 7: 55.0, 8: 130.0}
+#: a comparison derived from its column's rank and m - 1 others (see QuantizedRankComparison)
+#: where (m - 1) times the largest sum of squared weights that reads the bits stays under
+#: this (in lookup-output variances): measured free up to 126-170 (XGBRegressor's pairs at
+#: 14 x 9, its units at 2 x 85), +1% at 4 x 85, a costlier parameter set at 9 x 85
+DERIVED_NOISE_BUDGET = 180

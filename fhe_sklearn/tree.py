@@ -60,7 +60,7 @@ class _TreeModel(FHEEstimatorMixin):
         **fhe_params
             ``quantization`` (``"uniform"`` or ``"splits"``), ``input_encoding`` (``"unary"``
             or ``"rank"``, see :data:`fhe_sklearn._tree_lowering.INPUT_ENCODINGS`),
-            ``output_encoding`` (``"auto"``, ``"planes"`` or ``"sum"``, see
+            ``output_encoding`` (``"auto"``, ``"planes"``, ``"sum"`` or ``"trees"``, see
             :data:`fhe_sklearn._tree_lowering.OUTPUT_ENCODINGS`).
 
         Returns

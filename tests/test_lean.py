@@ -8,13 +8,14 @@ from concrete import fhe
 
 import fhe_sklearn
 from benchmarks.run import load
+from fhe_sklearn.deployment import ClientModule, ClientSpec
 from fhe_sklearn.quantization import QuantizationOptions, ThresholdRankQuantizer, UnaryDigitQuantizer, UniformQuantizer
 from fhe_sklearn.quantization.compile_options import default_configuration
 from fhe_sklearn.quantization.rank import merge_close_cuts, rank_quantizer
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity, integers sent
 # per row, comparison bits): what benchmarks/results/lean.md reports (1.00-1.01x); the issue's
-# ceiling is 0.2x Concrete ML's (DT 1.43e9, XGB 1.31e10, RF 2.86e10). The client sends at most
+# ceiling is 0.2x Concrete ML's (DT 1.43e9, XGB 1.31e10, RF 2.86e10, XGBRegressor 1.31e10). The client sends at most
 # one integer per feature (inputs of 264 + 24 bytes per integer): the tree's 13 comparisons
 # as bits (no comparison lookup), the ensembles' ranks among groups of thresholds, whose
 # width the comparisons read; the unary layout sends 9 bits per feature of the whole row.
@@ -32,18 +33,19 @@ TREE_CASES = [
         9 * 30,
         3,
     ),
-    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3, **RANK}, "breast_cancer", 6, 1, 1.10e10, 30, 3),
+    ("XGBClassifier", {"n_estimators": 20, "max_depth": 3, **RANK}, "breast_cancer", 6, 1, 1.01e10, 30, 3),
     (
         "RandomForestClassifier",
         {"n_estimators": 20, "max_depth": 4, "random_state": 0, **RANK},
         "breast_cancer",
         5,
         2,
-        2.55e10,
+        2.26e10,
         30,
         4,
     ),
-    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3, **RANK}, "diabetes", 12, 2, 1.63e10, 10, 4),
+    # one 6-bit score per tree, and lookups of half-trees at the ranks' 4 bits: one precision
+    ("XGBRegressor", {"n_estimators": 20, "max_depth": 3, **RANK}, "diabetes", 6, 1, 1.22e10, 10, 4),
 ]
 
 
@@ -93,7 +95,7 @@ def test_tree_circuits_stay_lean(name, params, dataset, max_bits, precisions, co
     sent = model.quantized_module_.input_quantizer
     splits = ops["splits"]
     if isinstance(sent, ThresholdRankQuantizer):  # a rank among one cut is read without lookup
-        comparisons = int(np.sum(sent.column_max[splits.columns] > 1))
+        comparisons = int(np.sum(sent.column_max[splits.columns] > 1)) - int(splits.derived.sum())
         assert sent.n_bits == comparison_bits
     else:
         comparisons = len(splits.ks)
@@ -119,8 +121,32 @@ def test_wide_scores_go_back_in_digit_planes():
     loaded = fhe_sklearn.loads(model.dumps())  # the model file keeps the planes
     assert loaded.quantized_module_.output_spec.blocks == 7
     np.testing.assert_array_equal(loaded.predict_proba(X_test), model.predict_proba(X_test))
-    with pytest.raises(ValueError, match=r"output_encoding must be one of \('auto', 'planes', 'sum'\), got 'bits'"):
+    expected = r"output_encoding must be one of \('auto', 'planes', 'sum', 'trees'\), got 'bits'"
+    with pytest.raises(ValueError, match=expected):
         fhe_sklearn.RandomForestClassifier(output_encoding="bits").fit(X_train, y_train)
+
+
+def test_boosted_regressor_sends_back_one_score_per_tree():
+    # XGBRegressor 20x3 on diabetes: planes would need 1.6x the leaf lookups and one 12-bit sum
+    # lifts every lookup's parameters, so each tree's value comes back in its own 6-bit block;
+    # a half-tree (3 nodes, and the root's bit) is one lookup on the ranks' 4 bits, not two
+    X_train, X_test, y_train, _ = load("diabetes")
+    params = {"n_estimators": 20, "max_depth": 3, "n_bits": 6, **RANK}
+    model = fhe_sklearn.XGBRegressor(**params).fit(X_train, y_train)
+    ops = {op.name: op for op in model.quantized_module_.ops}
+    assert model.quantized_module_.output_spec.blocks == 20
+    assert max(op.output_spec.bit_width for op in ops.values()) == 6
+    trees = model._flat_trees()
+    with_leaf_child = sum(int(np.sum((t.left >= 0) & ((t.left[t.left] < 0) | (t.left[t.right] < 0)))) for t in trees)
+    assert ops["leaves"].tables.shape[1] == 16 and len(ops["leaves"].tables) <= 0.55 * with_leaf_child
+    assert ops["splits"].derived.sum() == 1  # the column of 3 cuts: its last comparison is free
+    # the same integers as one sum, on each tree's own scale
+    whole = fhe_sklearn.XGBRegressor(**params, output_encoding="sum").fit(X_train, y_train)
+    assert whole.quantized_module_.output_spec.bit_width == 12
+    np.testing.assert_allclose(model.predict(X_test), whole.predict(X_test), rtol=1e-12, atol=1e-9)
+    client = ClientModule(ClientSpec.from_model(model))  # the client adds the blocks up
+    y_q = model.quantized_module_.quantized_forward(model.quantized_module_.quantize_input(X_test))
+    np.testing.assert_allclose(client.dequantize_output(y_q), model.quantized_module_.dequantize_output(y_q))
 
 
 def test_threshold_ranks_compare_exactly():

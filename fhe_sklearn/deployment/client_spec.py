@@ -43,8 +43,9 @@ MAX_ARRAY_SIZE = 2**20
 MAX_STRING = 1024
 MAX_TENSORS = 64
 MAX_FEATURES = 2**20
-#: digit planes of one output (a 16-bit sum has at most 16)
-MAX_OUTPUT_BLOCKS = 16
+#: parts the client adds up into one output: digit planes (a 16-bit sum has at most 16) or
+#: one score per tree of an ensemble
+MAX_OUTPUT_BLOCKS = 1024
 _SCALARS = (bool, int, float, str)
 
 

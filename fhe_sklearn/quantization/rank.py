@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from concrete import fhe
 
+from .base_op import hint_range
 from .quantizers import QuantizationOptions, _QuantizerIntrospection, as_integers, integer_bit_width
 from .registry import register_op
 from .unary import EncodedInputComparison
@@ -90,7 +91,15 @@ class QuantizedRankComparison(EncodedInputComparison):
     """``q[features[i]] <= ks[i]`` for every i on the ranks of :class:`ThresholdRankQuantizer`:
     one lookup per comparison, on ``lookup_bits`` (at least the ranks' width; wider to share
     the precision of the circuit's other lookups). The module's first op (as
-    :class:`~fhe_sklearn.quantization.unary.QuantizedUnaryComparison`)."""
+    :class:`~fhe_sklearn.quantization.unary.QuantizedUnaryComparison`).
+
+    Two kinds of comparison need no lookup: on a column of one cut (a rank 0 or 1) it is
+    ``1 - rank``; on a column of ``m`` cuts that all are comparisons, one of them may be
+    ``m - rank`` minus the others, since ``sum_j [rank <= j] = m - rank``: ``derived`` (one
+    flag per comparison, at most one per column; None: none) names those. Such a bit carries
+    the noise of its column's ``m - 1`` other lookups, and concrete bounds the noise of a
+    tensor by its noisiest element: derive where the sums reading the bits leave room.
+    """
 
     op_type = "RankComparison"
 
@@ -101,6 +110,7 @@ class QuantizedRankComparison(EncodedInputComparison):
         features: Any,
         ks: Any,
         lookup_bits: int = 2,
+        derived: Any = None,
         *,
         inputs: list[str] | None = None,
     ) -> None:
@@ -108,25 +118,64 @@ class QuantizedRankComparison(EncodedInputComparison):
         pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
         self.columns = np.array([c for c, _ in pairs], dtype=np.int64)
         self.ranks = np.array([j for _, j in pairs], dtype=np.int64)
+        self.derived = np.zeros(len(self.ks), dtype=bool) if derived is None else np.asarray(derived)
+        if self.derived.dtype != bool or self.derived.shape != self.ks.shape:
+            raise ValueError(f"derived must be one bool per comparison ({len(self.ks)}), got {derived!r}")
+        for i in np.flatnonzero(self.derived):
+            mine = self.columns == self.columns[i]
+            every_cut = len(np.unique(self.ranks[mine])) == quantizer.column_max[self.columns[i]] > 1
+            if self.derived[mine].sum() > 1 or not every_cut:
+                raise ValueError(
+                    f"comparison {i} cannot be derived: its column needs several cuts, all compared, one derived"
+                )
+
+    @staticmethod
+    def derivable(quantizer: ThresholdRankQuantizer, features: Any, ks: Any, max_cuts: int) -> np.ndarray:
+        """A ``derived`` flag per comparison: one in each column of 2 to ``max_cuts`` cuts,
+        all compared (its bit then sums ``max_cuts - 1`` lookups' noise, at most)."""
+        pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(features, ks)]
+        columns, ranks = np.array([c for c, _ in pairs]), np.array([j for _, j in pairs])
+        derived = np.zeros(len(pairs), dtype=bool)
+        for column in np.unique(columns):
+            mine = np.flatnonzero(columns == column)
+            if (
+                1 < quantizer.column_max[column] <= max_cuts
+                and len(np.unique(ranks[mine])) == quantizer.column_max[column]
+            ):
+                derived[mine[np.argmax(ranks[mine])]] = True
+        return derived
 
     def q_impl(self, r: Any) -> Any:
-        ranks = self.ranks
-
-        def holds(v: Any) -> Any:
-            return (v <= ranks).astype(np.int64)
-
         if not isinstance(r, fhe.tracing.Tracer):
-            return holds(r[:, self.columns])
-        # a column of one cut holds a rank 0 or 1: its comparison is 1 - rank, no lookup
-        single = np.array([len(self.quantizer.cuts[c]) == 1 for c in self.columns])
-        if single.all():
-            return 1 - r[:, self.columns]
-        ranks = ranks[~single]
-        looked_up = fhe.univariate(holds)(fhe.hint(r[:, self.columns[~single]], bit_width=self.lookup_bits))
-        if not single.any():
-            return looked_up
-        order = np.argsort(np.concatenate([np.flatnonzero(single), np.flatnonzero(~single)]), kind="stable")
-        return np.concatenate((1 - r[:, self.columns[single]], looked_up), axis=1)[:, order]
+            return (r[:, self.columns] <= self.ranks).astype(np.int64)
+        cuts = self.quantizer.column_max[self.columns]
+        free, derived = cuts == 1, self.derived
+        looked = ~free & ~derived
+        parts, order = [], []
+        if free.any():
+            parts.append(1 - r[:, self.columns[free]])
+            order.append(np.flatnonzero(free))
+        if looked.any():
+            ranks = self.ranks[looked]
+            narrowed = fhe.hint(r[:, self.columns[looked]], bit_width=self.lookup_bits)
+            looked_up = fhe.univariate(lambda v: (v <= ranks).astype(np.int64))(narrowed)
+            parts.append(looked_up)
+            order.append(np.flatnonzero(looked))
+        if derived.any():
+            # column c's other comparisons, one per cut, among the looked-up ones
+            index = {(int(c), int(j)): n for n, (c, j) in reversed(list(enumerate(zip(self.columns[looked], ranks))))}
+            others = np.zeros((int(looked.sum()), int(derived.sum())), dtype=np.int64)
+            for d, i in enumerate(np.flatnonzero(derived)):
+                rows = [index[(int(self.columns[i]), j)] for j in range(int(cuts[i])) if j != self.ranks[i]]
+                others[rows, d] = 1
+            top = cuts[derived]
+            complement = hint_range(top - r[:, self.columns[derived]], 0, int(top.max()))
+            parts.append(complement - looked_up @ others)  # a 2-D product (see the notes on 1-D dots)
+            order.append(np.flatnonzero(derived))
+        if len(parts) == 1:
+            return parts[0]
+        position = np.argsort(np.concatenate(order), kind="stable")
+        return np.concatenate(tuple(parts), axis=1)[:, position]
 
 
 def rank_quantizer(base: Any, features: np.ndarray, ks: np.ndarray, max_integers: int) -> ThresholdRankQuantizer:
