@@ -11,7 +11,7 @@ from benchmarks.run import load
 from fhe_sklearn.deployment import ClientModule, ClientSpec
 from fhe_sklearn.quantization import QuantizationOptions, ThresholdRankQuantizer, UnaryDigitQuantizer, UniformQuantizer
 from fhe_sklearn.quantization.compile_options import default_configuration
-from fhe_sklearn.quantization.rank import merge_close_cuts, rank_quantizer
+from fhe_sklearn.quantization.rank import QuantizedRankComparison, merge_close_cuts, rank_quantizer
 
 # (estimator, parameters, dataset, max bit-width, PBS precisions, complexity, integers sent
 # per row, comparison bits): what benchmarks/results/lean.md reports (1.00-1.01x); the issue's
@@ -164,6 +164,10 @@ def test_threshold_ranks_compare_exactly():
             np.testing.assert_array_equal(ranks[:, column] <= j, q[:, feature] <= k)
     with pytest.raises(ValueError, match="increasing"):
         ThresholdRankQuantizer(base, [0], [np.array([3, 3])])
+    # a comparison is its rank minus the others only where every cut of the column is compared
+    two_of_five = {"features": [0, 0], "ks": cuts[1][:2], "derived": np.array([False, True])}
+    with pytest.raises(ValueError, match="cannot be derived"):
+        QuantizedRankComparison("splits", quantizer, **two_of_five)
     # grouped: the narrowest ranks within the budget of integers per row
     features, ks = np.repeat([0, 1], [7, 2]), np.array([1, 5, 9, 13, 20, 30, 40, 8, 50])
     for budget, n_bits, n_sent in [(9, 1, 9), (4, 2, 4), (3, 3, 3), (1, 3, 2)]:

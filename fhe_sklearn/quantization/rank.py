@@ -170,7 +170,8 @@ class QuantizedRankComparison(EncodedInputComparison):
                 others[rows, d] = 1
             top = cuts[derived]
             complement = hint_range(top - r[:, self.columns[derived]], 0, int(top.max()))
-            parts.append(complement - looked_up @ others)  # a 2-D product (see the notes on 1-D dots)
+            # 2-D on purpose: a 1-D dot of lookup outputs computes wrong results in concrete
+            parts.append(complement - looked_up @ others)
             order.append(np.flatnonzero(derived))
         if len(parts) == 1:
             return parts[0]
