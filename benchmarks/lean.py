@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS, machine
-from benchmarks.lean_networks import network_rows
+from benchmarks.lean_networks import NETWORK_CASES, network_rows
 from benchmarks.run import _in_fresh_process, load
 
 # (label, estimator, parameters, dataset, Concrete ML class or None)
@@ -163,9 +163,11 @@ def run_case(label: str, name: str, params: dict, dataset: str, n_execute: int, 
 
 
 def run_reference(python: str, label: str, dataset: str, cml_class: str, params: dict, n_execute: int) -> dict:
-    """The same case through Concrete ML in its own interpreter (benchmarks/lean_reference.py)."""
+    """The same case through Concrete ML in its own interpreter (benchmarks/lean_reference.py):
+    its own estimator (fitted on quantized inputs), and its import of a float model fitted as
+    ours are (``imported_*``: the accuracy of each library's quantization of one float model)."""
     spec = {"dataset": dataset, "class": cml_class, "params": params, "n_execute": n_execute}
-    return reference_run(python, label, spec)
+    return {**reference_run(python, label, spec), **reference_run(python, label, {**spec, "imported": True})}
 
 
 def reference_run(python: str, label: str, spec: dict) -> dict:
@@ -184,6 +186,24 @@ def reference_run(python: str, label: str, spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
+def _dates_note(rows: list[dict]) -> str:
+    dates = sorted({r["run_date"] for r in rows if r.get("run_date")})
+    if len(dates) < 2:
+        return ""
+    return f" Rows come from runs on {', '.join(dates)} (`run_date` in lean.json): each row's ratios are from one run."
+
+
+def merged_rows(previous: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` in place of the rows of the same case in ``previous`` (a lean.json), the
+    others kept, in the benchmark's order of cases."""
+    if not previous.exists():
+        return rows
+    by_case = {r["case"]: r for r in json.loads(previous.read_text())["rows"]}
+    by_case.update((r["case"], r) for r in rows)
+    order = [label for label, *_ in CASES] + [label for label, *_ in NETWORK_CASES]
+    return sorted(by_case.values(), key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -198,7 +218,8 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"over {info['n_execute']} rows after a warm-up row. Keys: serialized evaluation keys. "
         "Input/output B: one encrypted row as serialized (compressed inputs). "
         "`ref` columns: Concrete ML 1.9 on the same case"
-        + (" in the same run." if info["reference"] else " (issue's figures: it did not run here)."),
+        + (" in the same run." if info["reference"] else " (issue's figures: it did not run here).")
+        + _dates_note(rows),
         "",
         "| case | float | disable | simulate | sim == dis | exec == sim | PBS | max bits | precisions "
         "| complexity (ref, ratio) | keys MB (ref) | keygen s (ref) | execute s/row (ref, ratio) "
@@ -228,15 +249,19 @@ def markdown(rows: list[dict], info: dict) -> str:
     if refs:
         lines += [
             "",
-            "Concrete ML on the same cases (it fits its float model on quantized inputs):",
+            "Concrete ML on the same cases (its estimators fit their float model on quantized inputs; "
+            "`imported`: its `from_sklearn_model` of a float model fitted on the raw inputs, as ours, "
+            "and that model's own score, the same trees as ours where the scikit-learn versions agree):",
             "",
-            "| case | simulate | PBS | max bits | precisions | peak MB |",
-            "|---|---|---|---|---|---|",
+            "| case | simulate | imported: float | imported: simulate | PBS | max bits | precisions | peak MB |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in refs:
             ref = r["reference"]
             lines.append(
-                f"| {r['case']} | {_fmt(ref.get('simulate_score'), '.3f')} | {_fmt(ref.get('pbs_count'), 'd')} "
+                f"| {r['case']} | {_fmt(ref.get('simulate_score'), '.3f')} "
+                f"| {_fmt(ref.get('imported_float_score'), '.3f')} | {_fmt(ref.get('imported_simulate_score'), '.3f')} "
+                f"| {_fmt(ref.get('pbs_count'), 'd')} "
                 f"| {_fmt(ref.get('max_bit_width'), 'd')} | {_fmt(ref.get('pbs_precisions'), 'd')} "
                 f"| {_fmt(ref.get('peak_memory_mb'), '.0f')} |"
             )
@@ -273,6 +298,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "reference": bool(args.reference),
         "compress": args.compress,
     }
+    for row in rows:
+        row["run_date"] = info["date"]
+    if args.cases:  # a rerun of some cases replaces those rows of the last results
+        rows = merged_rows(args.output / "lean.json", rows)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "lean.json").write_text(json.dumps({**info, "rows": rows}, indent=2))
     (args.output / "lean.md").write_text(markdown(rows, info))
