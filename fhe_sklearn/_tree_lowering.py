@@ -258,20 +258,24 @@ def lower_trees(
     # one precision for a few lookups (see the module docstring)
     single = n_splits + n_lookups <= SINGLE_PRECISION_MAX_LOOKUPS
     unit_bits = 0
-    if not single and output_encoding != "planes":
+    bits = 0 if single or output_encoding == "planes" else circuit.comparison_bits(input_encoding, X.shape[1])
+    if bits >= UNIT_MIN_BITS:
         # lookups of whole subtrees, read at the comparisons' width, where fewer cost less
-        bits = circuit.comparison_bits(input_encoding, X.shape[1])
         candidate = collect(unit_bits=bits)
         if candidate.lookup_cost() < circuit.lookup_cost():
             circuit, unit_bits = candidate, bits
     planes = 0
     if output_encoding in ("auto", "planes") and circuit.tree_leaves:
         # "planes" and a sum over 16 bits always; "auto" where it pays (see PLANES_MAX_LOOKUP_RATIO)
-        forced = output_encoding == "planes" or circuit.sum_bits() > MAX_BIT_WIDTH
+        forced = output_encoding == "planes" or (circuit.sum_bits() > MAX_BIT_WIDTH and not unit_bits)
         if forced or (not single and circuit.sum_bits() > PLANE_MIN_SUM_BITS):
             candidate = collect(implied_leaf=True)
             n_planes = candidate.score_planes()
-            if forced or candidate.lookup_count(n_planes)[1] <= PLANES_MAX_LOOKUP_RATIO * n_lookups:
+            if unit_bits and not forced:  # units go back per tree, as narrow as planes: the cheaper
+                take = candidate.lookup_cost(n_planes) <= circuit.lookup_cost()
+            else:
+                take = forced or candidate.lookup_count(n_planes)[1] <= PLANES_MAX_LOOKUP_RATIO * n_lookups
+            if take:
                 circuit, planes = candidate, n_planes
             elif len(trees) > 1:
                 output_encoding = "trees"  # the value lookups, each writing its tree's few bits
@@ -368,11 +372,12 @@ class _TreeCircuit:
         """Comparisons read and leaf lookups of the circuit (with ``planes``: in digit planes)."""
         return len(self._used_splits()), len(self.leaf_lookups(planes))
 
-    def lookup_cost(self) -> float:
+    def lookup_cost(self, planes: int = 0) -> float:
         """The leaf lookups' cost, by their number and the width they all read (one tensor)."""
-        top = max(2 ** len(slot.nodes) * (len(slot.prefix) + 1) for slot, _ in self.leaf_lookups())
+        lookups = self.leaf_lookups(planes)
+        top = max(2 ** len(slot.nodes) * (len(slot.prefix) + 1) for slot, _ in lookups)
         bits = min(max((top - 1).bit_length(), min(PBS_COST)), max(PBS_COST))
-        return len(self.leaf_lookups()) * PBS_COST[bits]
+        return len(lookups) * PBS_COST[bits]
 
     def _comparisons(self, input_encoding: str, n_features: int, single: bool) -> tuple[Any, dict]:
         """The input quantizer and the comparison op's arguments, on the splits the slots use."""
@@ -528,10 +533,16 @@ SINGLE_PRECISION_MAX_LOOKUPS = 100
 PLANE_MIN_SUM_BITS = 7
 #: planes need one lookup per leaf (bar one per tree, whose values become the offsets), not
 #: per node with a leaf child: kept when that costs at most this many times the leaf lookups,
-#: else each tree's value goes back in its own block ("trees"). Measured (20 trees): RF depth 4
+#: else each tree's value goes back in its own block ("trees"); with units, the cheaper of the
+#: two by PBS_COST (HistGradientBoostingRegressor 20x3, 4-bit ranks: 1.02e10 -> 8.7e9, one
+#: precision instead of two). Measured (20 trees): RF depth 4
 #: on digits 1.0x, complexity -51%; on breast_cancer 1.2x, -7%; XGBClassifier depth 3 1.43x,
 #: -17%, keys 35 -> 19 MB; XGBRegressor depth 3 1.58x, +4%
 PLANES_MAX_LOOKUP_RATIO = 1.5
+#: subtree lookups (units) where the comparisons read at least this many bits: then they join
+#: the comparisons' parameter set; on 3-bit ranks they only add their sums' noise
+#: (XGBClassifier 20x3: 1.11e10 as units sent back per tree, 1.01e10 in planes)
+UNIT_MIN_BITS = 4
 #: compiler complexity of one PBS by the bits it reads, x 1e7 (concrete-python-facts.md): how
 #: leaf lookups of whole subtrees (wider, fewer) weigh against one per node with a leaf child
 PBS_COST = {2: 3.1, 3: 4.3, 4: 7.3, 5: 10.0, 6: 24.0, 7: 55.0, 8: 130.0}
