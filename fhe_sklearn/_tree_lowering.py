@@ -242,11 +242,14 @@ def lower_trees(
         raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
     if output_encoding not in OUTPUT_ENCODINGS:
         raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
-    per_tree, multipliers, leaf_scale = leaf_quantizers(trees, n_bits_leaves)
+    shared = leaf_quantizers(trees, n_bits_leaves)
+    leaf_scale = shared[2]
 
     def collect(implied_leaf: bool = False, unit_bits: int = 0, per_tree_blocks: bool = False) -> _TreeCircuit:
         width = n_outputs * (len(trees) if per_tree_blocks else 1)
         circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), width, implied_leaf, narrow=per_tree_blocks)
+        # blocks apart: every tree on its own leaf grid; one sum: multiples of the finest grid
+        per_tree, multipliers, _ = leaf_quantizers(trees, n_bits_leaves, shared=False) if per_tree_blocks else shared
         for i, (tree, leaf_q, m) in enumerate(zip(trees, per_tree, multipliers)):
             if per_tree_blocks:  # each tree sums into its own columns
                 tree = replace(tree, columns=tree.columns + i * n_outputs)
@@ -279,10 +282,10 @@ def lower_trees(
                 circuit, planes = candidate, n_planes
             elif len(trees) > 1:
                 output_encoding = "trees"  # the value lookups, each writing its tree's few bits
-    if output_encoding == "trees":  # blocks apart: every tree on its own scale
-        per_tree, multipliers, _ = leaf_quantizers(trees, n_bits_leaves, shared=False)
+    if output_encoding == "trees":
         blocks = collect(unit_bits=unit_bits, per_tree_blocks=True)
-        scales = np.repeat([[float(np.max(q.scale))] for q in per_tree], n_outputs, axis=1)
+        own = leaf_quantizers(trees, n_bits_leaves, shared=False)[0]
+        scales = np.repeat([[float(np.max(q.scale))] for q in own], n_outputs, axis=1)
         return blocks.build(X, leaf_scale, input_encoding, single=single, block_scales=scales)
     return circuit.build(X, leaf_scale, input_encoding, planes, single)
 
@@ -336,8 +339,7 @@ class _TreeCircuit:
         stack: list[tuple[int, list[_Decision]]] = [(0, [])]
         while stack:
             node, path = stack.pop()
-            inner = _internal_nodes(tree, node)
-            if units and 2 <= inner and inner + len(path).bit_length() <= units:
+            if units and 2 <= (inner := _internal_nodes(tree, node)) and inner + len(path).bit_length() <= units:
                 slot = subtree_slot(tree, node, decision, q_values[:, 0], path, int(tree.columns[0]), multiplier)
                 if slot.values.any():
                     self.slots.append(slot)
