@@ -242,14 +242,14 @@ def lower_trees(
         raise ValueError(f"input_encoding must be one of {INPUT_ENCODINGS}, got {input_encoding!r}")
     if output_encoding not in OUTPUT_ENCODINGS:
         raise ValueError(f"output_encoding must be one of {OUTPUT_ENCODINGS}, got {output_encoding!r}")
+    # one sum: multiples of the finest leaf grid; blocks apart: every tree on its own grid
     shared = leaf_quantizers(trees, n_bits_leaves)
     leaf_scale = shared[2]
 
-    def collect(implied_leaf: bool = False, unit_bits: int = 0, per_tree_blocks: bool = False) -> _TreeCircuit:
+    def collect(implied_leaf: bool = False, unit_bits: int = 0, per_tree_blocks: tuple | None = None) -> _TreeCircuit:
         width = n_outputs * (len(trees) if per_tree_blocks else 1)
-        circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), width, implied_leaf, narrow=per_tree_blocks)
-        # blocks apart: every tree on its own leaf grid; one sum: multiples of the finest grid
-        per_tree, multipliers, _ = leaf_quantizers(trees, n_bits_leaves, shared=False) if per_tree_blocks else shared
+        circuit = _TreeCircuit(_Splits(quantizer, X.shape[1]), width, implied_leaf, narrow=bool(per_tree_blocks))
+        per_tree, multipliers, _ = per_tree_blocks or shared
         for i, (tree, leaf_q, m) in enumerate(zip(trees, per_tree, multipliers)):
             if per_tree_blocks:  # each tree sums into its own columns
                 tree = replace(tree, columns=tree.columns + i * n_outputs)
@@ -283,9 +283,9 @@ def lower_trees(
             elif len(trees) > 1:
                 output_encoding = "trees"  # the value lookups, each writing its tree's few bits
     if output_encoding == "trees":
-        blocks = collect(unit_bits=unit_bits, per_tree_blocks=True)
-        own = leaf_quantizers(trees, n_bits_leaves, shared=False)[0]
-        scales = np.repeat([[float(np.max(q.scale))] for q in own], n_outputs, axis=1)
+        own = leaf_quantizers(trees, n_bits_leaves, shared=False)
+        blocks = collect(unit_bits=unit_bits, per_tree_blocks=own)
+        scales = np.repeat([[float(np.max(q.scale))] for q in own[0]], n_outputs, axis=1)
         return blocks.build(X, leaf_scale, input_encoding, single=single, block_scales=scales)
     return circuit.build(X, leaf_scale, input_encoding, planes, single)
 

@@ -115,16 +115,13 @@ class QuantizedRankComparison(EncodedInputComparison):
         inputs: list[str] | None = None,
     ) -> None:
         super().__init__(name, quantizer, features, ks, lookup_bits, encoding_bits=quantizer.n_bits, inputs=inputs)
-        pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(self.features, self.ks)]
-        self.columns = np.array([c for c, _ in pairs], dtype=np.int64)
-        self.ranks = np.array([j for _, j in pairs], dtype=np.int64)
+        self.columns, self.ranks = _columns_and_ranks(quantizer, self.features, self.ks)
         self.derived = np.zeros(len(self.ks), dtype=bool) if derived is None else np.asarray(derived)
         if self.derived.dtype != bool or self.derived.shape != self.ks.shape:
             raise ValueError(f"derived must be one bool per comparison ({len(self.ks)}), got {derived!r}")
         for i in np.flatnonzero(self.derived):
             mine = self.columns == self.columns[i]
-            every_cut = len(np.unique(self.ranks[mine])) == quantizer.column_max[self.columns[i]] > 1
-            if self.derived[mine].sum() > 1 or not every_cut:
+            if self.derived[mine].sum() > 1 or not _every_cut_compared(quantizer, self.ranks[mine], self.columns[i]):
                 raise ValueError(
                     f"comparison {i} cannot be derived: its column needs several cuts, all compared, one derived"
                 )
@@ -133,15 +130,11 @@ class QuantizedRankComparison(EncodedInputComparison):
     def derivable(quantizer: ThresholdRankQuantizer, features: Any, ks: Any, max_cuts: int) -> np.ndarray:
         """A ``derived`` flag per comparison: one in each column of 2 to ``max_cuts`` cuts,
         all compared (its bit then sums ``max_cuts - 1`` lookups' noise, at most)."""
-        pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(features, ks)]
-        columns, ranks = np.array([c for c, _ in pairs]), np.array([j for _, j in pairs])
-        derived = np.zeros(len(pairs), dtype=bool)
+        columns, ranks = _columns_and_ranks(quantizer, features, ks)
+        derived = np.zeros(len(columns), dtype=bool)
         for column in np.unique(columns):
             mine = np.flatnonzero(columns == column)
-            if (
-                1 < quantizer.column_max[column] <= max_cuts
-                and len(np.unique(ranks[mine])) == quantizer.column_max[column]
-            ):
+            if quantizer.column_max[column] <= max_cuts and _every_cut_compared(quantizer, ranks[mine], column):
                 derived[mine[np.argmax(ranks[mine])]] = True
         return derived
 
@@ -177,6 +170,17 @@ class QuantizedRankComparison(EncodedInputComparison):
             return parts[0]
         position = np.argsort(np.concatenate(order), kind="stable")
         return np.concatenate(tuple(parts), axis=1)[:, position]
+
+
+def _columns_and_ranks(quantizer: ThresholdRankQuantizer, features: Any, ks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each comparison ``q[features[i]] <= ks[i]`` as ``ranks[:, column] <= j``: (columns, js)."""
+    pairs = [quantizer.comparison(int(f), int(k)) for f, k in zip(features, ks)]
+    return np.array([c for c, _ in pairs], dtype=np.int64), np.array([j for _, j in pairs], dtype=np.int64)
+
+
+def _every_cut_compared(quantizer: ThresholdRankQuantizer, ranks: np.ndarray, column: int) -> bool:
+    """Whether ``ranks`` (a column's comparisons) cover its several cuts: one is then derivable."""
+    return len(np.unique(ranks)) == quantizer.column_max[column] > 1
 
 
 def rank_quantizer(base: Any, features: np.ndarray, ks: np.ndarray, max_integers: int) -> ThresholdRankQuantizer:
